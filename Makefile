@@ -1,0 +1,30 @@
+# janus_jax developer entry points. Each target installs what it needs into .venv first.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: install test demo bench clean
+
+$(VENV)/.installed: setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+## Run the whole test suite (CPU, offline).
+test: install
+	$(PY) -m pytest -q tests $(PYTEST_ARGS)
+
+## Run the main job on the embedded default data (prints where it wrote its outputs).
+demo: install
+	$(PY) -m janus_jax.demo --workdir=$(or $(WORKDIR),workdir/demo)
+
+## Benchmark the compiled AR image decode against transformers on the same random config.
+bench: install
+	$(PY) bench/bench_ar_decode.py
+
+clean:
+	rm -rf $(VENV) workdir

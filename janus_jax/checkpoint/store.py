@@ -1,0 +1,187 @@
+"""janus_jax's own inference checkpoint directory (written by `janus-jax convert`, read without torch).
+
+Layout:
+  <dir>/janus_config.json   {"format": "janus_jax", "format_version": 1, "model": JanusConfig.to_dict(), "info": {...}}
+  <dir>/params/             orbax `StandardCheckpointer` checkpoint of the unboxed 'params' nested dict
+  <dir>/tokenizer/          tokenizer / processor files copied from the source checkpoint (when present)
+"""
+from __future__ import annotations
+
+import dataclasses
+import glob
+import json
+import shutil
+from pathlib import Path
+from typing import Any, Mapping
+
+import jax
+import numpy as np
+
+from janus_jax.models.configs import JanusConfig
+
+FORMAT = "janus_jax"
+FORMAT_VERSION = 1
+CONFIG_NAME = "janus_config.json"
+PARAMS_DIR = "params"
+TOKENIZER_DIR = "tokenizer"
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "processor_config.json",
+                   "preprocessor_config.json", "*.model")
+
+
+class NotAJanusCheckpointError(FileNotFoundError):
+  """The directory is not a janus_jax checkpoint (e.g. a raw HF checkpoint that was not converted)."""
+
+
+def with_param_dtype(cfg: JanusConfig, dtype: str) -> JanusConfig:
+  """Returns cfg with every component's param_dtype set to `dtype`."""
+  rep = lambda c: dataclasses.replace(c, param_dtype=dtype)
+  return dataclasses.replace(cfg, llm=rep(cfg.llm), vision=rep(cfg.vision), aligner=rep(cfg.aligner),
+                             vq=rep(cfg.vq), gen_aligner=rep(cfg.gen_aligner), gen_head=rep(cfg.gen_head))
+
+
+def copy_tokenizer_files(src_dir, dst_dir) -> list[str]:
+  """Copies the tokenizer / processor files present in `src_dir` into `dst_dir`; returns the copied names."""
+  src_dir, dst_dir = Path(src_dir), Path(dst_dir)
+  names = []
+  for pattern in TOKENIZER_FILES:
+    for p in sorted(glob.glob(str(src_dir / pattern))):
+      if Path(p).is_file() and Path(p).name not in names:
+        names.append(Path(p).name)
+  if names:
+    dst_dir.mkdir(parents=True, exist_ok=True)
+    for n in names:
+      shutil.copy2(src_dir / n, dst_dir / n)
+  return names
+
+
+def is_checkpoint(directory) -> bool:
+  d = Path(directory)
+  return (d / CONFIG_NAME).is_file() and (d / PARAMS_DIR).is_dir()
+
+
+def save_checkpoint(directory, params: Mapping[str, Any], cfg: JanusConfig, tokenizer_dir=None,
+                    extra_info: Mapping[str, Any] | None = None, overwrite: bool = False) -> Path:
+  """Writes params (unboxed nested dict of numpy / jax arrays), the config and tokenizer files to `directory`.
+
+  Refuses to overwrite an existing janus_jax checkpoint unless `overwrite=True` (then only our three entries are
+  replaced). Returns the absolute checkpoint path.
+  """
+  import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
+  directory = Path(directory).expanduser().absolute()
+  ours = [directory / CONFIG_NAME, directory / PARAMS_DIR, directory / TOKENIZER_DIR]
+  if any(p.exists() for p in ours):
+    if not overwrite:
+      raise FileExistsError(f"{directory} already holds a janus_jax checkpoint (or part of one). Choose another "
+                            "output directory or pass overwrite=True (--overwrite).")
+    for p in ours:
+      if p.is_dir():
+        shutil.rmtree(p)
+      elif p.exists():
+        p.unlink()
+  directory.mkdir(parents=True, exist_ok=True)
+  ckptr = ocp.StandardCheckpointer()
+  ckptr.save(directory / PARAMS_DIR, dict(params))
+  ckptr.wait_until_finished()
+  ckptr.close()
+  tokenizer_files = copy_tokenizer_files(tokenizer_dir, directory / TOKENIZER_DIR) if tokenizer_dir else []
+  meta = dict(format=FORMAT, format_version=FORMAT_VERSION, model=cfg.to_dict(),
+              info=dict(extra_info or {}, tokenizer_files=tokenizer_files))
+  tmp = directory / (CONFIG_NAME + ".tmp")
+  with open(tmp, "w") as fh:
+    json.dump(meta, fh, indent=2, default=str)
+    fh.write("\n")
+  tmp.replace(directory / CONFIG_NAME)  # Written last: a checkpoint without it is incomplete.
+  return directory
+
+
+def _read_meta(directory) -> dict[str, Any]:
+  d = Path(directory).expanduser()
+  if not d.is_dir():
+    raise FileNotFoundError(f"Checkpoint directory {str(d)!r} does not exist.")
+  if not is_checkpoint(d):
+    hint = ""
+    if (d / "config.json").is_file():
+      hint = (" It looks like a PyTorch / transformers checkpoint: convert it first with "
+              f"`janus-jax convert {d} <output_dir>`, then pass <output_dir>.")
+    raise NotAJanusCheckpointError(f"{d} is not a janus_jax checkpoint (expected {CONFIG_NAME} and {PARAMS_DIR}/)."
+                                   + hint)
+  with open(d / CONFIG_NAME) as fh:
+    meta = json.load(fh)
+  if meta.get("format") != FORMAT:
+    raise NotAJanusCheckpointError(f"{d / CONFIG_NAME} is not a janus_jax config (format={meta.get('format')!r}).")
+  if int(meta.get("format_version", 0)) > FORMAT_VERSION:
+    raise ValueError(f"{d} was written by a newer janus_jax (format_version {meta['format_version']} > "
+                     f"{FORMAT_VERSION}); upgrade janus_jax.")
+  return meta
+
+
+def load_config(directory) -> JanusConfig:
+  """The JanusConfig stored in a janus_jax checkpoint."""
+  return JanusConfig.from_dict(_read_meta(directory)["model"])
+
+
+def load_info(directory) -> dict[str, Any]:
+  """The `info` dict stored with a checkpoint (source layout, token ids, torch_dtype, tokenizer files, ...)."""
+  return dict(_read_meta(directory).get("info") or {})
+
+
+def tokenizer_path(directory) -> Path | None:
+  """`<dir>/tokenizer` when the checkpoint carries tokenizer files, else None."""
+  p = Path(directory) / TOKENIZER_DIR
+  return p if p.is_dir() and any(p.iterdir()) else None
+
+
+def _stored_tree(ckptr, path: Path):
+  meta = ckptr.metadata(path)
+  meta = getattr(meta, "item_metadata", meta)
+  return getattr(meta, "tree", meta)
+
+
+def load_checkpoint(directory, dtype=None, sharding=None) -> tuple[dict[str, Any], JanusConfig]:
+  """Restores (params, cfg) from a janus_jax checkpoint; needs no torch.
+
+  Args:
+    directory: a directory written by `save_checkpoint` / `janus-jax convert`.
+    dtype: None keeps the stored dtypes; e.g. "bfloat16" casts every floating param while restoring (the returned
+      cfg then has that param_dtype).
+    sharding: None puts every param on the first local device; a `jax.sharding.Sharding` is used for every param;
+      or a pytree of shardings matching the params (e.g. from the model's logical-axis rules).
+  Returns:
+    (params nested dict of jax.Array, JanusConfig).
+  """
+  import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
+  meta = _read_meta(directory)
+  cfg = JanusConfig.from_dict(meta["model"])
+  path = (Path(directory).expanduser().absolute() / PARAMS_DIR)
+  ckptr = ocp.StandardCheckpointer()
+  stored = _stored_tree(ckptr, path)
+  want = None if dtype is None else np.dtype(dtype)
+
+  def leaf_dtype(m):
+    d = np.dtype(m.dtype)
+    is_float = d.kind == "f" or d.name in ("bfloat16", "float8_e4m3fn", "float8_e5m2")
+    return want if want is not None and is_float else d
+
+  is_meta = lambda x: hasattr(x, "shape") and hasattr(x, "dtype")
+  if sharding is None:
+    sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  if isinstance(sharding, jax.sharding.Sharding):
+    shardings = jax.tree.map(lambda _: sharding, stored, is_leaf=is_meta)
+  else:
+    shardings = sharding
+    if jax.tree.structure(shardings, is_leaf=lambda x: isinstance(x, jax.sharding.Sharding)) != \
+        jax.tree.structure(stored, is_leaf=is_meta):
+      raise ValueError("`sharding` must be one jax.sharding.Sharding or a pytree with the same structure as the "
+                       "checkpoint params.")
+  target = jax.tree.map(lambda m, s: jax.ShapeDtypeStruct(tuple(m.shape), leaf_dtype(m), sharding=s), stored,
+                        shardings, is_leaf=is_meta)
+  params = ckptr.restore(path, target)
+  ckptr.close()
+  if want is not None:
+    cfg = with_param_dtype(cfg, want.name)
+  return params, cfg
+
+
+__all__ = ["save_checkpoint", "load_checkpoint", "load_config", "load_info", "tokenizer_path", "is_checkpoint",
+           "copy_tokenizer_files", "with_param_dtype", "NotAJanusCheckpointError", "CONFIG_NAME", "PARAMS_DIR",
+           "TOKENIZER_DIR"]

@@ -1,0 +1,116 @@
+"""`janus-jax` command line: a thin layer over `janus_jax.api` and `janus_jax.checkpoint.convert`.
+
+  janus-jax convert    --from HF_DIR --to OUT_DIR [--dtype bfloat16]
+  janus-jax understand --checkpoint DIR --image PATH --question TEXT [--greedy | --temperature T --top-p P]
+  janus-jax generate   --checkpoint DIR --prompt TEXT --num-images N [--cfg-weight W --temperature T --seed S]
+                       --out DIR [--save-tokens FILE.npy] [--greedy]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import numpy as np
+
+
+def _convert(args) -> int:
+  from janus_jax.checkpoint.convert import convert
+  out = convert(args.src, args.dst, dtype=args.dtype, progress=not args.quiet)
+  print(f"converted checkpoint written to {out}")
+  return 0
+
+
+def _understand(args) -> int:
+  import janus_jax
+  pipe = janus_jax.load(args.checkpoint, dtype=args.dtype)
+  answers = pipe.understand([args.image], [args.question], greedy=args.greedy, max_new_tokens=args.max_new_tokens,
+                            temperature=args.temperature, top_p=args.top_p, seed=args.seed)
+  print(answers[0])
+  return 0
+
+
+def image_grid(images: np.ndarray, cols: int | None = None) -> np.ndarray:
+  """uint8[N, H, W, 3] -> one uint8 grid image (row-major, black filler)."""
+  n, h, w, c = images.shape
+  cols = cols or int(np.ceil(np.sqrt(n)))
+  rows = int(np.ceil(n / cols))
+  grid = np.zeros((rows * h, cols * w, c), np.uint8)
+  for i, img in enumerate(images):
+    r, q = divmod(i, cols)
+    grid[r * h:(r + 1) * h, q * w:(q + 1) * w] = img
+  return grid
+
+
+def _generate(args) -> int:
+  from PIL import Image
+  import janus_jax
+  pipe = janus_jax.load(args.checkpoint, dtype=args.dtype)
+  out = pipe.generate(args.prompt, num_images=args.num_images, cfg_weight=args.cfg_weight,
+                      temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, greedy=args.greedy,
+                      seed=args.seed, progress=not args.quiet)
+  os.makedirs(args.out, exist_ok=True)
+  paths = []
+  for i, img in enumerate(out.images):
+    path = os.path.join(args.out, f"image_{i:03d}.png")
+    Image.fromarray(img).save(path)
+    paths.append(path)
+  Image.fromarray(image_grid(out.images)).save(os.path.join(args.out, "grid.png"))
+  if args.save_tokens:
+    np.save(args.save_tokens, out.tokens)
+  print(f"wrote {len(paths)} image(s) and grid.png to {args.out}")
+  return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+  p = argparse.ArgumentParser(prog="janus-jax", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+  sub = p.add_subparsers(dest="command", required=True)
+
+  c = sub.add_parser("convert", help="import a DeepSeek or transformers checkpoint directory")
+  c.add_argument("--from", dest="src", required=True, help="local checkpoint directory (config.json + weights)")
+  c.add_argument("--to", dest="dst", required=True, help="output directory (janus_jax checkpoint)")
+  c.add_argument("--dtype", default=None, choices=["float32", "bfloat16"], help="stored param dtype")
+  c.add_argument("--quiet", action="store_true")
+  c.set_defaults(fn=_convert)
+
+  u = sub.add_parser("understand", help="answer a question about an image")
+  u.add_argument("--checkpoint", required=True)
+  u.add_argument("--image", required=True)
+  u.add_argument("--question", required=True)
+  u.add_argument("--greedy", action="store_true", help="argmax decoding (otherwise temperature/top-p sampling)")
+  u.add_argument("--temperature", type=float, default=0.1)
+  u.add_argument("--top-p", type=float, default=0.95)
+  u.add_argument("--max-new-tokens", type=int, default=512)
+  u.add_argument("--seed", type=int, default=0)
+  u.add_argument("--dtype", default=None, choices=["float32", "bfloat16"])
+  u.set_defaults(fn=_understand)
+
+  g = sub.add_parser("generate", help="text-to-image")
+  g.add_argument("--checkpoint", required=True)
+  g.add_argument("--prompt", required=True, action="append", help="repeat for several prompts")
+  g.add_argument("--num-images", type=int, default=1, help="images per prompt")
+  g.add_argument("--cfg-weight", type=float, default=5.0)
+  g.add_argument("--temperature", type=float, default=1.0)
+  g.add_argument("--top-k", type=int, default=0, help="0 = full softmax (official)")
+  g.add_argument("--top-p", type=float, default=1.0)
+  g.add_argument("--greedy", action="store_true", help="argmax instead of sampling")
+  g.add_argument("--seed", type=int, default=0)
+  g.add_argument("--out", required=True, help="output directory for PNGs and grid.png")
+  g.add_argument("--save-tokens", default=None, help="also write the int32 token grid to this .npy file")
+  g.add_argument("--dtype", default=None, choices=["float32", "bfloat16"])
+  g.add_argument("--quiet", action="store_true")
+  g.set_defaults(fn=_generate)
+  return p
+
+
+def main(argv=None) -> int:
+  args = build_parser().parse_args(argv)
+  try:
+    return args.fn(args)
+  except (ValueError, FileNotFoundError, KeyError) as e:
+    print(f"janus-jax {args.command}: error: {e}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+  sys.exit(main())

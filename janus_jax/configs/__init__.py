@@ -1,0 +1,1 @@
+"""Config helpers shared by the files in `experiments/`."""

@@ -1,0 +1,56 @@
+"""Model shapes of the released checkpoints, as nested dicts for `JanusConfig.from_dict` (janus_models.md 1.9).
+
+The 7B's language_config only lists layers / vocab / max positions: the rest are transformers LlamaConfig
+defaults (4096 hidden, 11008 intermediate, 32 heads), which these presets spell out.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+
+def _janus(hidden: int, intermediate: int, layers: int, heads: int) -> dict[str, Any]:
+  return dict(
+      llm=dict(vocab_size=102400, hidden_size=hidden, intermediate_size=intermediate, num_layers=layers,
+               num_heads=heads, num_kv_heads=heads, rms_norm_eps=1e-6, rope_theta=10000.0,
+               max_position_embeddings=16384),
+      vision=dict(image_size=384, patch_size=16, width=1024, depth=24, num_heads=16, mlp_dim=4096,
+                  select_layer=-1),
+      aligner=dict(kind="mlp_gelu", input_dim=1024, output_dim=hidden, depth=2),
+      vq=dict(codebook_size=16384, codebook_dim=8, base_channels=128, channel_mult=(1, 1, 2, 2, 4),
+              z_channels=256, num_res_blocks=2),
+      gen_aligner=dict(kind="mlp_gelu", input_dim=8, output_dim=hidden, depth=2),
+      gen_head=dict(n_embed=hidden, image_token_embed=hidden, image_token_size=16384),
+      gen_embed_dim=8,
+      generation_mode="ar_vq",
+  )
+
+
+def janus_1_3b() -> dict[str, Any]:
+  """Janus-1.3B (DeepSeek-LLM-1.3B backbone; template `deepseek_old`)."""
+  return _janus(2048, 5632, 24, 16)
+
+
+def janus_pro_1b() -> dict[str, Any]:
+  """Janus-Pro-1B (template `deepseek`)."""
+  return _janus(2048, 5632, 24, 16)
+
+
+def janus_pro_7b() -> dict[str, Any]:
+  """Janus-Pro-7B (template `deepseek`)."""
+  return _janus(4096, 11008, 30, 32)
+
+
+def janus_tiny() -> dict[str, Any]:
+  """A few-M-param model with the same structure, for tests and CPU smoke runs (32 px, 4x4 token grid)."""
+  return dict(
+      llm=dict(vocab_size=1000, hidden_size=64, intermediate_size=128, num_layers=2, num_heads=4, num_kv_heads=4,
+               max_position_embeddings=256),
+      vision=dict(image_size=32, patch_size=8, width=64, depth=2, num_heads=4, mlp_dim=128),
+      aligner=dict(kind="mlp_gelu", input_dim=64, output_dim=64, depth=2),
+      vq=dict(codebook_size=256, codebook_dim=8, base_channels=32, channel_mult=(1, 1, 2), z_channels=32,
+              num_res_blocks=1),
+      gen_aligner=dict(kind="mlp_gelu", input_dim=8, output_dim=64, depth=2),
+      gen_head=dict(n_embed=64, image_token_embed=64, image_token_size=256),
+      gen_embed_dim=8,
+      generation_mode="ar_vq",
+  )

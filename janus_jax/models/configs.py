@@ -1,0 +1,182 @@
+"""Typed, frozen configs for every model component.
+
+Experiments describe models as ml_collections ConfigDicts (see `experiments/`); `JanusConfig.from_dict` turns
+that sub-config into these frozen dataclasses, rejecting unknown keys. Linen modules take the dataclass of the
+component they build, never the whole experiment config.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
+
+import jax.numpy as jnp
+
+
+def _dtype(name: str):
+  return jnp.dtype(name)
+
+
+def _build(cls, values: Mapping[str, Any] | None, where: str):
+  """Builds dataclass `cls` from a mapping, naming any unknown key and the valid ones."""
+  values = dict(values or {})
+  fields = {f.name for f in dataclasses.fields(cls)}
+  unknown = sorted(set(values) - fields)
+  if unknown:
+    raise ValueError(
+        f"Unknown config key(s) {unknown} in `{where}`. Valid keys: {sorted(fields)}. "
+        "Fix the spelling in your experiment config or --config override.")
+  for k, v in list(values.items()):
+    if isinstance(v, list):
+      values[k] = tuple(v)
+  return cls(**values)
+
+
+@dataclasses.dataclass(frozen=True)
+class LlamaConfig:
+  """DeepSeek-LLM / LLaMA decoder (transformers `LlamaForCausalLM` semantics)."""
+  vocab_size: int = 102400
+  hidden_size: int = 2048
+  intermediate_size: int = 5632
+  num_layers: int = 24
+  num_heads: int = 16
+  num_kv_heads: int = 16
+  head_dim: int = 0  # 0 means hidden_size // num_heads.
+  rms_norm_eps: float = 1e-6
+  rope_theta: float = 10000.0
+  max_position_embeddings: int = 16384
+  dtype: str = "float32"  # Compute dtype.
+  param_dtype: str = "float32"
+  scan_layers: bool = True
+  # Name of a `jax.checkpoint_policies` entry, or "none" (no remat) / "full" (save nothing).
+  remat_policy: str = "none"
+
+  @property
+  def resolved_head_dim(self) -> int:
+    return self.head_dim or self.hidden_size // self.num_heads
+
+
+@dataclasses.dataclass(frozen=True)
+class SiglipConfig:
+  """SigLIP ViT understanding encoder (timm `VisionTransformer` as shipped with Janus)."""
+  image_size: int = 384
+  patch_size: int = 16
+  width: int = 1024
+  depth: int = 24
+  num_heads: int = 16
+  mlp_dim: int = 4096
+  layer_norm_eps: float = 1e-6
+  # Official semantics: <= 0 keeps min(depth, depth + select_layer + 1) blocks, else min(depth, select_layer).
+  select_layer: int = -1
+  dtype: str = "float32"
+  param_dtype: str = "float32"
+  scan_layers: bool = True
+  remat_policy: str = "none"
+
+  @property
+  def num_patches(self) -> int:
+    return (self.image_size // self.patch_size) ** 2
+
+  @property
+  def num_blocks(self) -> int:
+    """Number of transformer blocks actually built and run (after `select_layer` truncation)."""
+    if self.select_layer <= 0:
+      return min(self.depth, self.depth + self.select_layer + 1)
+    return min(self.depth, self.select_layer)
+
+
+@dataclasses.dataclass(frozen=True)
+class AlignerConfig:
+  """Projector from an encoder to the LLM width: `mlp_gelu` (Linear, GELU, Linear, ...) or `linear`."""
+  kind: str = "mlp_gelu"
+  input_dim: int = 1024
+  output_dim: int = 2048
+  depth: int = 2
+  dtype: str = "float32"
+  param_dtype: str = "float32"
+
+
+@dataclasses.dataclass(frozen=True)
+class VQConfig:
+  """LlamaGen VQ-16 image tokenizer."""
+  codebook_size: int = 16384
+  codebook_dim: int = 8
+  codebook_l2_norm: bool = True
+  commit_beta: float = 0.25
+  base_channels: int = 128
+  channel_mult: tuple[int, ...] = (1, 1, 2, 2, 4)
+  z_channels: int = 256
+  num_res_blocks: int = 2  # Encoder; the decoder uses num_res_blocks + 1 per level.
+  num_groups: int = 32
+  norm_eps: float = 1e-6
+  dtype: str = "float32"
+  param_dtype: str = "float32"
+
+  @property
+  def downsample(self) -> int:
+    """Pixels per token side (16 for VQ-16)."""
+    return 2 ** (len(self.channel_mult) - 1)
+
+
+@dataclasses.dataclass(frozen=True)
+class GenHeadConfig:
+  """Image head: Linear(D -> image_token_embed), GELU, Linear(-> image_token_size)."""
+  n_embed: int = 2048
+  image_token_embed: int = 2048
+  image_token_size: int = 16384
+  dtype: str = "float32"
+  param_dtype: str = "float32"
+
+
+@dataclasses.dataclass(frozen=True)
+class JanusConfig:
+  """The unified Janus / Janus-Pro model (generation_mode `ar_vq`)."""
+  llm: LlamaConfig = LlamaConfig()
+  vision: SiglipConfig = SiglipConfig()
+  aligner: AlignerConfig = AlignerConfig()
+  vq: VQConfig = VQConfig()
+  gen_aligner: AlignerConfig = AlignerConfig(input_dim=8)
+  gen_head: GenHeadConfig = GenHeadConfig()
+  gen_embed_dim: int = 8  # Width of the separate `gen_embed` table (16384 x 8), not the VQ codebook.
+  generation_mode: str = "ar_vq"
+
+  @property
+  def num_image_tokens(self) -> int:
+    """Understanding features per image (SigLIP patches) = generated tokens per image (VQ grid)."""
+    return self.vision.num_patches
+
+  @property
+  def gen_grid(self) -> int:
+    """Side of the generated token grid (24 for 576 tokens); decoded images are gen_grid * vq.downsample px."""
+    side = int(round(self.num_image_tokens ** 0.5))
+    assert side * side == self.num_image_tokens, self.num_image_tokens
+    return side
+
+  @property
+  def image_token_size(self) -> int:
+    return self.gen_head.image_token_size
+
+  @classmethod
+  def from_dict(cls, d: Mapping[str, Any]) -> "JanusConfig":
+    """Builds from a (possibly nested) mapping, e.g. `config.model.to_dict()`; unknown keys raise."""
+    d = dict(d)
+    sub = {"llm": LlamaConfig, "vision": SiglipConfig, "aligner": AlignerConfig, "vq": VQConfig,
+           "gen_aligner": AlignerConfig, "gen_head": GenHeadConfig}
+    kwargs = {}
+    for k, v in d.items():
+      if k in sub:
+        kwargs[k] = _build(sub[k], v, f"model.{k}")
+      else:
+        kwargs[k] = v
+    return _build(cls, kwargs, "model")
+
+  def to_dict(self) -> dict[str, Any]:
+    return dataclasses.asdict(self)
+
+  def with_dtype(self, dtype: str) -> "JanusConfig":
+    """Returns a copy whose every component computes in `dtype` (params stay as configured)."""
+    rep = lambda c: dataclasses.replace(c, dtype=dtype)
+    return dataclasses.replace(self, llm=rep(self.llm), vision=rep(self.vision), aligner=rep(self.aligner),
+                               vq=rep(self.vq), gen_aligner=rep(self.gen_aligner), gen_head=rep(self.gen_head))
+
+
+__all__ = ["LlamaConfig", "SiglipConfig", "AlignerConfig", "VQConfig", "GenHeadConfig", "JanusConfig", "_dtype"]

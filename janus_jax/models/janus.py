@@ -1,0 +1,150 @@
+"""The unified Janus / Janus-Pro model (generation mode `ar_vq`).
+
+Submodules (names = DeepSeek checkpoint prefixes):
+  vision_model      SigLIP ViT, images -> float[B, 576, 1024] understanding features
+  aligner           MLP 1024 -> D -> D
+  gen_vision_model  VQ-16 tokenizer (encode images -> codes, decode codes -> images)
+  gen_embed         float[16384, 8] embedding of generated image tokens (separate from the VQ codebook)
+  gen_aligner       MLP 8 -> D -> D
+  gen_head          D -> D -> 16384 image-token logits
+  language_model    LlamaForCausalLM (text logits from `lm_head`)
+
+Every public method is meant to be called through `model.apply(variables, ..., method=JanusModel.<name>)`.
+"""
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from janus_jax.models import layers
+from janus_jax.models.aligners import Aligner, GenHead
+from janus_jax.models.configs import JanusConfig
+from janus_jax.models.llama import KVCache, LlamaForCausalLM
+from janus_jax.models.siglip import SiglipVisionTower
+from janus_jax.models.vq import VQModel
+
+
+def scatter_image_features(text_embeds: jax.Array, image_seq_mask: jax.Array, features: jax.Array) -> jax.Array:
+  """Places image features at the `<image_placeholder>` positions, in order, row by row.
+
+  Args:
+    text_embeds: float[B, T, D] token embeddings.
+    image_seq_mask: bool[B, T], True where an image feature goes.
+    features: float[B, M, D] the row's image features concatenated in image order (M >= number of True).
+  Returns:
+    float[B, T, D]: the k-th True position of row b receives features[b, k].
+  """
+  idx = jnp.cumsum(image_seq_mask.astype(jnp.int32), axis=1) - 1
+  idx = jnp.clip(idx, 0, features.shape[1] - 1)
+  gathered = jnp.take_along_axis(features, idx[..., None], axis=1)
+  return jnp.where(image_seq_mask[..., None], gathered.astype(text_embeds.dtype), text_embeds)
+
+
+class JanusModel(nn.Module):
+  """Janus / Janus-Pro: two decoupled vision paths around one LLaMA decoder."""
+  cfg: JanusConfig
+
+  def setup(self):
+    cfg = self.cfg
+    self.vision_model = SiglipVisionTower(cfg.vision)
+    self.aligner = Aligner(cfg.aligner)
+    self.gen_vision_model = VQModel(cfg.vq)
+    self.gen_embed = nn.Embed(
+        cfg.image_token_size, cfg.gen_embed_dim, dtype=jnp.dtype(cfg.gen_aligner.dtype),
+        param_dtype=jnp.dtype(cfg.gen_aligner.param_dtype),
+        embedding_init=layers.names(nn.initializers.normal(1.0), ("image_vocab", "codebook_dim")))
+    self.gen_aligner = Aligner(cfg.gen_aligner)
+    self.gen_head = GenHead(cfg.gen_head)
+    self.language_model = LlamaForCausalLM(cfg.llm)
+
+  # --- understanding path ---------------------------------------------------------------------------------
+  def image_features(self, pixel_values: jax.Array) -> jax.Array:
+    """float[N, H, W, 3] in [-1, 1] -> aligned understanding features float[N, 576, D]."""
+    return self.aligner(self.vision_model(pixel_values))
+
+  def embed_text(self, ids: jax.Array) -> jax.Array:
+    """int[B, T] -> float[B, T, D]. Negative ids (placeholders in some pipelines) embed as id 0."""
+    return self.language_model.embed(jnp.maximum(ids, 0))
+
+  def embed_multimodal(self, ids, image_seq_mask, pixel_values) -> jax.Array:
+    """Text embeddings with understanding features scattered into the image positions.
+
+    Args:
+      ids: int[B, T]; image_seq_mask: bool[B, T];
+      pixel_values: float[B, n, H, W, 3] (n images per row, zero images allowed only if the mask is empty).
+    Returns: float[B, T, D].
+    """
+    b, n = pixel_values.shape[:2]
+    feats = self.image_features(pixel_values.reshape((b * n,) + pixel_values.shape[2:]))
+    feats = feats.reshape(b, n * feats.shape[1], feats.shape[2])
+    return scatter_image_features(self.embed_text(ids), image_seq_mask, feats)
+
+  # --- generation path ------------------------------------------------------------------------------------
+  def embed_image_tokens(self, codes: jax.Array) -> jax.Array:
+    """int[...] image-token ids -> float[..., D] LLM inputs (gen_embed then gen_aligner)."""
+    return self.gen_aligner(self.gen_embed(codes))
+
+  def image_logits(self, hidden: jax.Array) -> jax.Array:
+    """float[..., D] final hidden states -> float32[..., image_token_size]."""
+    return self.gen_head(hidden).astype(jnp.float32)
+
+  def text_logits(self, hidden: jax.Array) -> jax.Array:
+    """float[..., D] final hidden states -> float32[..., vocab]."""
+    return self.language_model.logits(hidden)
+
+  def decode_image_tokens(self, codes: jax.Array) -> jax.Array:
+    """int[B, 576] raster-order codes -> float[B, H, W, 3] images in about [-1, 1]."""
+    return self.gen_vision_model.decode_code(codes, grid=self.cfg.gen_grid)
+
+  def encode_image_tokens(self, images: jax.Array) -> jax.Array:
+    """float[B, H, W, 3] in [-1, 1] -> int32[B, h*w] raster-order codes."""
+    _, codes, _ = self.gen_vision_model.encode(images)
+    return codes.reshape(codes.shape[0], -1)
+
+  # --- the decoder ----------------------------------------------------------------------------------------
+  def llm(self, inputs_embeds, positions, mask, cache: KVCache | None = None, cache_index=None):
+    """LLaMA stack: returns (hidden float[B, T, D] after final norm, updated cache)."""
+    return self.language_model(inputs_embeds, positions, mask, cache, cache_index)
+
+  def __call__(self, ids, image_seq_mask, pixel_values, positions, mask):
+    """Teacher-forced multimodal forward: returns (text logits float32[B, T, V], image logits [B, T, K]).
+
+    Also touches every submodule so that `init` creates all parameters.
+    """
+    embeds = self.embed_multimodal(ids, image_seq_mask, pixel_values)
+    hidden, _ = self.llm(embeds, positions, mask)
+    if self.is_initializing():
+      codes = jnp.zeros((1, self.cfg.num_image_tokens), jnp.int32)
+      hidden = hidden + 0.0 * self.embed_image_tokens(codes[:, :1]).sum()
+      self.decode_image_tokens(codes)
+      self.gen_vision_model.encode(self.decode_image_tokens(codes))
+    return self.text_logits(hidden), self.image_logits(hidden)
+
+
+def dummy_inputs(cfg: JanusConfig, batch: int = 1, seq_len: int | None = None):
+  """Smallest inputs that exercise every parameter (for `init` / `eval_shape`)."""
+  from janus_jax.models.llama import causal_mask, positions_from_mask
+  n = cfg.num_image_tokens
+  t = seq_len or n + 2
+  ids = jnp.zeros((batch, t), jnp.int32)
+  image_seq_mask = jnp.zeros((batch, t), bool).at[:, 1:1 + n].set(True)
+  size = cfg.vision.image_size
+  pixels = jnp.zeros((batch, 1, size, size, 3), jnp.float32)
+  valid = jnp.ones((batch, t), bool)
+  return ids, image_seq_mask, pixels, positions_from_mask(valid), causal_mask(valid, t)
+
+
+def init_params(cfg: JanusConfig, rng: jax.Array, boxed: bool = False):
+  """Random-initialised params (plain nested dict; `boxed=True` keeps the logical-axis metadata boxes)."""
+  variables = JanusModel(cfg).init(rng, *dummy_inputs(cfg))
+  return variables["params"] if boxed else nn.unbox(variables["params"])
+
+
+def abstract_params(cfg: JanusConfig, boxed: bool = False):
+  """Shapes and dtypes of every param (no memory, no compute): nested dict of jax.ShapeDtypeStruct."""
+  return jax.eval_shape(lambda: init_params(cfg, jax.random.PRNGKey(0), boxed=boxed))
+
+
+def param_count(cfg: JanusConfig) -> int:
+  return sum(int(x.size) for x in jax.tree.leaves(abstract_params(cfg)))

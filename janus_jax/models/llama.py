@@ -1,0 +1,224 @@
+"""DeepSeek-LLM / LLaMA decoder (transformers `LlamaForCausalLM` semantics) with a preallocated KV cache.
+
+Param tree (mirrors the checkpoint keys `language_model.{model.{embed_tokens, layers.N.*, norm}, lm_head}`):
+  model/embed_tokens/embedding                     float[V, D]
+  model/layers/{input_layernorm, post_attention_layernorm}/scale, self_attn/{q,k,v,o}_proj/kernel,
+      mlp/{gate,up,down}_proj/kernel               stacked on a leading `layers` axis when scanned
+  model/norm/scale, lm_head/kernel                 float[D, V]
+
+Masks and positions are built by the caller (`attention_mask` helpers below): `mask bool[B, T, S]` says which of
+the S key slots each of the T queries may see; positions are per-token RoPE positions.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from janus_jax.models import layers
+from janus_jax.models.configs import LlamaConfig
+
+
+class KVCache(NamedTuple):
+  """Preallocated keys and values for every layer: float[L, B, S_max, H_kv, Dh] each."""
+  k: jax.Array
+  v: jax.Array
+
+  @classmethod
+  def zeros(cls, cfg: LlamaConfig, batch: int, max_len: int, dtype=None) -> "KVCache":
+    dtype = jnp.dtype(dtype or cfg.dtype)
+    shape = (cfg.num_layers, batch, max_len, cfg.num_kv_heads, cfg.resolved_head_dim)
+    return cls(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype))
+
+  @property
+  def max_len(self) -> int:
+    return self.k.shape[2]
+
+
+def causal_mask(key_valid: jax.Array, query_len: int, cache_index: jax.Array | int = 0) -> jax.Array:
+  """bool[B, T, S]: query i (at cache slot cache_index + i) sees slots <= its own that are valid.
+
+  Args:
+    key_valid: bool[B, S] — real (non-padding) token in each key slot.
+    query_len: T, the number of new tokens.
+    cache_index: slot of the first new token (0 without a cache).
+  """
+  s = key_valid.shape[1]
+  q_slots = cache_index + jnp.arange(query_len)[:, None]
+  k_slots = jnp.arange(s)[None, :]
+  return (k_slots <= q_slots)[None] & key_valid[:, None, :]
+
+
+def positions_from_mask(key_valid: jax.Array) -> jax.Array:
+  """int32[B, S] RoPE positions for a left-padded batch (transformers: cumsum(mask) - 1, pads at 0)."""
+  pos = jnp.cumsum(key_valid.astype(jnp.int32), axis=-1) - 1
+  return jnp.maximum(pos, 0)
+
+
+def rope_cos_sin(positions: jax.Array, head_dim: int, theta: float) -> tuple[jax.Array, jax.Array]:
+  """float32[B, T, Dh] cos/sin tables for rotate-half RoPE."""
+  inv_freq = 1.0 / (theta ** (jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim))
+  freqs = positions.astype(jnp.float32)[..., None] * inv_freq
+  emb = jnp.concatenate([freqs, freqs], axis=-1)
+  return jnp.cos(emb), jnp.sin(emb)
+
+
+def apply_rope(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
+  """x float[B, T, H, Dh]; rotate-half convention (first half / second half pairs), math in float32."""
+  half = x.shape[-1] // 2
+  xf = x.astype(jnp.float32)
+  rotated = jnp.concatenate([-xf[..., half:], xf[..., :half]], axis=-1)
+  out = xf * cos[:, :, None, :] + rotated * sin[:, :, None, :]
+  return out.astype(x.dtype)
+
+
+class LlamaAttention(nn.Module):
+  """Multi-head attention with optional grouped KV heads and an optional KV cache."""
+  cfg: LlamaConfig
+
+  @nn.compact
+  def __call__(self, x, cos, sin, mask, k_cache=None, v_cache=None, cache_index=None):
+    cfg = self.cfg
+    dt, pdt = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
+    h, hkv, dh = cfg.num_heads, cfg.num_kv_heads, cfg.resolved_head_dim
+    b, t, _ = x.shape
+    dense = lambda n, axes, name: layers.Dense(n, axes, use_bias=False, dtype=dt, param_dtype=pdt, name=name)
+    q = dense(h * dh, ("embed", "heads"), "q_proj")(x).reshape(b, t, h, dh)
+    k = dense(hkv * dh, ("embed", "kv_heads"), "k_proj")(x).reshape(b, t, hkv, dh)
+    v = dense(hkv * dh, ("embed", "kv_heads"), "v_proj")(x).reshape(b, t, hkv, dh)
+    q = layers.constrain(apply_rope(q, cos, sin), ("act_batch", "act_seq", "act_heads", None))
+    k = apply_rope(k, cos, sin)
+    if k_cache is not None:
+      k_cache = jax.lax.dynamic_update_slice(k_cache, k.astype(k_cache.dtype), (0, cache_index, 0, 0))
+      v_cache = jax.lax.dynamic_update_slice(v_cache, v.astype(v_cache.dtype), (0, cache_index, 0, 0))
+      k_all, v_all = k_cache.astype(dt), v_cache.astype(dt)
+    else:
+      k_all, v_all = k, v
+    k_all = layers.constrain(k_all, ("act_batch", "act_kv_seq", "act_heads", None))
+    v_all = layers.constrain(v_all, ("act_batch", "act_kv_seq", "act_heads", None))
+    qg = q.reshape(b, t, hkv, h // hkv, dh)
+    scores = jnp.einsum("btkgd,bskd->bkgts", qg, k_all, preferred_element_type=jnp.float32,
+                        precision=jax.lax.Precision.HIGHEST) * (dh ** -0.5)
+    scores = jnp.where(mask[:, None, None, :, :], scores, jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(scores, axis=-1).astype(dt)
+    out = jnp.einsum("bkgts,bskd->btkgd", probs, v_all, precision=jax.lax.Precision.HIGHEST)
+    out = out.reshape(b, t, h * dh)
+    out = dense(cfg.hidden_size, ("heads", "embed"), "o_proj")(out)
+    return out, k_cache, v_cache
+
+
+class LlamaMLP(nn.Module):
+  """SwiGLU: down(silu(gate(x)) * up(x))."""
+  cfg: LlamaConfig
+
+  @nn.compact
+  def __call__(self, x):
+    cfg = self.cfg
+    dt, pdt = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
+    dense = lambda n, axes, name: layers.Dense(n, axes, use_bias=False, dtype=dt, param_dtype=pdt, name=name)
+    gate = dense(cfg.intermediate_size, ("embed", "mlp"), "gate_proj")(x)
+    up = dense(cfg.intermediate_size, ("embed", "mlp"), "up_proj")(x)
+    hidden = layers.constrain(jax.nn.silu(gate) * up, ("act_batch", "act_seq", "act_mlp"))
+    return dense(cfg.hidden_size, ("mlp", "embed"), "down_proj")(hidden)
+
+
+class LlamaDecoderLayer(nn.Module):
+  """Pre-RMSNorm block. Signature fits `nn.scan`: (carry, k_cache, v_cache, *broadcast) -> (carry, caches)."""
+  cfg: LlamaConfig
+
+  @nn.compact
+  def __call__(self, x, k_cache, v_cache, cos, sin, mask, cache_index):
+    cfg = self.cfg
+    pdt = jnp.dtype(cfg.param_dtype)
+    norm = lambda name: layers.RMSNorm(cfg.rms_norm_eps, axis_name="embed", param_dtype=pdt, name=name)
+    attn_out, k_cache, v_cache = LlamaAttention(cfg, name="self_attn")(
+        norm("input_layernorm")(x), cos, sin, mask, k_cache, v_cache, cache_index)
+    x = x + attn_out
+    x = x + LlamaMLP(cfg, name="mlp")(norm("post_attention_layernorm")(x))
+    x = layers.constrain(x, ("act_batch", "act_seq", "act_embed"))
+    return x, (k_cache, v_cache)
+
+
+class LlamaModel(nn.Module):
+  """Embedding table, decoder stack and final norm (transformers `LlamaModel`)."""
+  cfg: LlamaConfig
+
+  def setup(self):
+    cfg = self.cfg
+    self.embed_tokens = nn.Embed(
+        cfg.vocab_size, cfg.hidden_size, dtype=jnp.dtype(cfg.dtype), param_dtype=jnp.dtype(cfg.param_dtype),
+        embedding_init=layers.names(nn.initializers.normal(0.02), ("vocab", "embed")))
+    block = LlamaDecoderLayer
+    policy = layers.remat_policy(cfg.remat_policy)
+    if policy is not None:
+      block = nn.remat(block, policy=policy, prevent_cse=not cfg.scan_layers)
+    if cfg.scan_layers:
+      stack = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True},
+                      in_axes=(0, 0, nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast),
+                      length=cfg.num_layers, metadata_params={nn.PARTITION_NAME: "layers"})
+      self.layers = stack(cfg)
+    else:
+      self.layers = [block(cfg, name=f"layers_{i}") for i in range(cfg.num_layers)]
+    self.norm = layers.RMSNorm(cfg.rms_norm_eps, axis_name="embed", param_dtype=jnp.dtype(cfg.param_dtype))
+
+  def embed(self, ids: jax.Array) -> jax.Array:
+    """int[B, T] -> float[B, T, D]."""
+    return self.embed_tokens(ids)
+
+  def __call__(self, inputs_embeds, positions, mask, cache: KVCache | None = None, cache_index=None):
+    """Runs the stack.
+
+    Args:
+      inputs_embeds: float[B, T, D].
+      positions: int[B, T] RoPE positions.
+      mask: bool[B, T, S] (S = T without cache, S = cache length with one).
+      cache: optional KVCache; the new keys/values are written at slots [cache_index, cache_index + T).
+      cache_index: int32 scalar, slot of the first new token.
+    Returns:
+      (hidden float[B, T, D] after the final norm, updated cache or None).
+    """
+    cfg = self.cfg
+    x = layers.constrain(inputs_embeds.astype(jnp.dtype(cfg.dtype)), ("act_batch", "act_seq", "act_embed"))
+    cos, sin = rope_cos_sin(positions, cfg.resolved_head_dim, cfg.rope_theta)
+    if cache_index is None:
+      cache_index = jnp.int32(0)
+    k_all = None if cache is None else cache.k
+    v_all = None if cache is None else cache.v
+    if cfg.scan_layers:
+      x, (k_new, v_new) = self.layers(x, k_all, v_all, cos, sin, mask, cache_index)
+    else:
+      ks, vs = [], []
+      for i, layer in enumerate(self.layers):
+        kc = None if cache is None else k_all[i]
+        vc = None if cache is None else v_all[i]
+        x, (kc, vc) = layer(x, kc, vc, cos, sin, mask, cache_index)
+        ks.append(kc)
+        vs.append(vc)
+      k_new = None if cache is None else jnp.stack(ks)
+      v_new = None if cache is None else jnp.stack(vs)
+    x = self.norm(x)
+    return x, (None if cache is None else KVCache(k_new, v_new))
+
+
+class LlamaForCausalLM(nn.Module):
+  """`model` (LlamaModel) plus an untied `lm_head`."""
+  cfg: LlamaConfig
+
+  def setup(self):
+    cfg = self.cfg
+    self.model = LlamaModel(cfg)
+    self.lm_head = layers.Dense(cfg.vocab_size, ("embed", "vocab"), use_bias=False, dtype=jnp.dtype(cfg.dtype),
+                                param_dtype=jnp.dtype(cfg.param_dtype),
+                                kernel_init=nn.initializers.normal(0.02))
+
+  def embed(self, ids):
+    return self.model.embed(ids)
+
+  def logits(self, hidden):
+    """float[..., D] -> float32[..., V]."""
+    return self.lm_head(hidden).astype(jnp.float32)
+
+  def __call__(self, inputs_embeds, positions, mask, cache=None, cache_index=None):
+    return self.model(inputs_embeds, positions, mask, cache, cache_index)

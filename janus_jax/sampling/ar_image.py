@@ -1,0 +1,88 @@
+"""Text-to-image sampling for Janus / Janus-Pro (AR over VQ tokens with classifier-free guidance), compiled.
+
+One jitted function runs the whole loop: the prompt prefill writes a preallocated KV cache, then a
+`lax.fori_loop` produces the image tokens one by one, the same token being fed to the conditional and the
+unconditional row. Rows are laid out blocked: [cond_0 .. cond_{P-1}, uncond_0 .. uncond_{P-1}].
+Official loop (janus_models.md 3.1): guidance on logits before temperature, weight 5, temperature 1, full softmax.
+"""
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+
+from janus_jax.models.janus import JanusModel
+from janus_jax.models.llama import KVCache, causal_mask, positions_from_mask
+from janus_jax.sampling import progress
+from janus_jax.sampling.sample import cfg_combine, sample_next
+
+
+def compiled_generate(model: JanusModel, *, greedy: bool, top_k: int = 0, progress_every: int = 0):
+  """Returns a jitted `generate(params, ids, valid, rng, cfg_weight, temperature, top_p) -> int32[P, N]`.
+
+  Args of the returned function:
+    params: the model params.
+    ids: int32[2P, T] prompt rows, conditional rows first, then their unconditional twins (left padded).
+    valid: bool[2P, T] non-padding positions.
+    rng: PRNG key (unused when greedy).
+    cfg_weight, temperature, top_p: float scalars (traced: changing them does not recompile).
+  Returns int32[P, num_image_tokens] raster-order VQ codes.
+  Cached per (model, greedy, top_k, progress_every), so repeated calls with the same shapes reuse one
+  executable. `progress_every > 0` reports the step to `progress.reporting` bars every that many tokens.
+  """
+  return _compiled_generate(model, bool(greedy), int(top_k), int(progress_every))
+
+
+@functools.lru_cache(maxsize=None)
+def _compiled_generate(model: JanusModel, greedy: bool, top_k: int, progress_every: int):
+  cfg = model.cfg
+  n_tokens = cfg.num_image_tokens
+
+  def run(params, ids, valid, rng, cfg_weight, temperature, top_p):
+    apply = lambda method, *a: model.apply({"params": params}, *a, method=method)
+    rows, t = ids.shape
+    p = rows // 2
+    max_len = t + n_tokens
+    cache = KVCache.zeros(cfg.llm, rows, max_len)
+    key_valid = jnp.concatenate([valid, jnp.ones((rows, n_tokens), bool)], axis=1)
+    positions = positions_from_mask(valid)
+    next_position = positions[:, -1] + 1
+    hidden, cache = apply(JanusModel.llm, apply(JanusModel.embed_text, ids), positions,
+                          causal_mask(key_valid, t, 0), cache, jnp.int32(0))
+
+    def pick(last_hidden, step):
+      logits = apply(JanusModel.image_logits, last_hidden)
+      logits = cfg_combine(logits[:p], logits[p:], cfg_weight)
+      return sample_next(logits, jax.random.fold_in(rng, step), greedy=greedy, temperature=temperature,
+                         top_k=top_k, top_p=top_p)
+
+    codes = jnp.zeros((p, n_tokens), jnp.int32).at[:, 0].set(pick(hidden[:, -1], 0))
+
+    def step(i, carry):
+      codes, cache = carry
+      prev = jax.lax.dynamic_slice_in_dim(codes, i - 1, 1, axis=1)[:, 0]
+      emb = apply(JanusModel.embed_image_tokens, jnp.concatenate([prev, prev])[:, None])
+      slot = t + i - 1
+      hidden, cache = apply(JanusModel.llm, emb, (next_position + i - 1)[:, None],
+                            causal_mask(key_valid, 1, slot), cache, slot)
+      tok = pick(hidden[:, 0], i)
+      progress.maybe_tick(i + 1, progress_every)
+      return jax.lax.dynamic_update_slice_in_dim(codes, tok[:, None], i, axis=1), cache
+
+    codes, _ = jax.lax.fori_loop(1, n_tokens, step, (codes, cache))
+    return codes
+
+  return jax.jit(run)
+
+
+@functools.lru_cache(maxsize=None)
+def compiled_decode(model: JanusModel):
+  """Jitted `decode(params, codes int32[B, N]) -> uint8[B, H, W, 3]` (official post-processing)."""
+
+  def run(params, codes):
+    images = model.apply({"params": params}, codes, method=JanusModel.decode_image_tokens)
+    images = jnp.clip((images.astype(jnp.float32) + 1.0) / 2.0 * 255.0, 0.0, 255.0)
+    return images.astype(jnp.uint8)
+
+  return jax.jit(run)

@@ -1,0 +1,34 @@
+"""janus_jax: Janus / Janus-Pro / JanusFlow in JAX + Flax Linen."""
+import setuptools
+
+CORE = [
+    "jax>=0.10.2,<0.11",
+    "flax>=0.12.8,<0.13",
+    "optax>=0.2.8",
+    "orbax-checkpoint>=0.12.8",
+    "ml_collections>=1.1.0",
+    "absl-py",
+    "numpy",
+    "pillow",
+    "safetensors",
+    "tokenizers",
+    "sentencepiece",
+    "tqdm",
+]
+
+setuptools.setup(
+    name="janus_jax",
+    version="0.1.0",
+    description="JAX/Flax research codebase for the Janus family of unified multimodal models.",
+    packages=setuptools.find_packages(include=["janus_jax", "janus_jax.*"]),
+    python_requires=">=3.11",
+    install_requires=CORE,
+    extras_require={
+        "gpu": ["jax[cuda12]>=0.10.2,<0.11"],
+        "tpu": ["jax[tpu]>=0.10.2,<0.11"],
+        # Reading PyTorch pickle (.bin) checkpoints in the converter. Never used by the model code.
+        "torch": ["torch==2.13.0"],
+        "dev": ["pytest", "pytest-xdist", "torch==2.13.0", "transformers==5.23.0"],
+    },
+    entry_points={"console_scripts": ["janus-jax=janus_jax.cli:main"]},
+)

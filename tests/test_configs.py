@@ -1,0 +1,63 @@
+"""Every experiment config builds abstractly; released shapes match transformers' Janus parameter counts."""
+import glob
+
+import pytest
+
+from janus_jax.configs.common import load_config, parse_arg
+from janus_jax.models.configs import JanusConfig
+from janus_jax.models.janus import param_count
+
+CONFIGS = sorted(glob.glob("experiments/*.py"))
+
+
+def _hf_param_count(cfg: JanusConfig) -> int:
+  torch = pytest.importorskip("torch")
+  from transformers import JanusConfig as HFJanusConfig, JanusForConditionalGeneration
+  llm, vis, vq = cfg.llm, cfg.vision, cfg.vq
+  hf_cfg = HFJanusConfig(
+      text_config=dict(model_type="llama", vocab_size=llm.vocab_size, hidden_size=llm.hidden_size,
+                       intermediate_size=llm.intermediate_size, num_hidden_layers=llm.num_layers,
+                       num_attention_heads=llm.num_heads, num_key_value_heads=llm.num_kv_heads,
+                       max_position_embeddings=llm.max_position_embeddings, tie_word_embeddings=False),
+      vision_config=dict(hidden_size=vis.width, num_hidden_layers=vis.num_blocks, num_attention_heads=vis.num_heads,
+                         image_size=vis.image_size, patch_size=vis.patch_size, mlp_ratio=vis.mlp_dim / vis.width,
+                         num_image_tokens=vis.num_patches, projection_dim=cfg.aligner.output_dim,
+                         depth=cfg.aligner.depth),
+      vq_config=dict(embed_dim=vq.codebook_dim, num_embeddings=vq.codebook_size, latent_channels=vq.z_channels,
+                     base_channels=vq.base_channels, channel_multiplier=list(vq.channel_mult),
+                     num_res_blocks=vq.num_res_blocks, projection_dim=cfg.gen_head.image_token_embed,
+                     image_token_embed_dim=cfg.gen_aligner.output_dim, num_hidden_layers=cfg.gen_aligner.depth),
+      tie_word_embeddings=False)
+  with torch.device("meta"):
+    model = JanusForConditionalGeneration(hf_cfg)
+  return sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize("path", CONFIGS)
+def test_config_builds_and_matches_transformers_param_count(path):
+  c = load_config(path)
+  cfg = JanusConfig.from_dict(c.model.to_dict())
+  ours = param_count(cfg)
+  assert ours == _hf_param_count(cfg), path
+  print(f"{path}: {ours:,} params")
+
+
+def test_released_param_counts():
+  counts = {p: param_count(JanusConfig.from_dict(load_config(f"experiments/{p}.py").model.to_dict()))
+            for p in ("janus_pro_1b", "janus_pro_7b")}
+  assert 2.0e9 < counts["janus_pro_1b"] < 2.2e9
+  assert 7.3e9 < counts["janus_pro_7b"] < 7.5e9
+
+
+def test_unknown_config_key_is_named():
+  bad = load_config("experiments/janus_tiny.py").model.to_dict()
+  bad["llm"]["hiden_size"] = 3
+  with pytest.raises(ValueError, match="hiden_size"):
+    JanusConfig.from_dict(bad)
+  with pytest.raises(ValueError, match="Unknown config argument 'dtyp'"):
+    parse_arg("dtyp=bfloat16", dtype="float32")
+
+
+def test_config_argument_overrides():
+  c = load_config("experiments/janus_pro_1b.py:dtype=bfloat16,scan=false")
+  assert c.model.llm.dtype == "bfloat16" and c.model.llm.scan_layers is False

@@ -1,0 +1,149 @@
+"""VQ-16 tokenizer: parity with transformers' JanusVQVAE (decode, encoder features), the L2-normalised quantizer,
+straight-through gradients, the full-size parameter count and input validation."""
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+
+from janus_jax.checkpoint.hf_layout import hf_to_deepseek
+from janus_jax.checkpoint.mapping import state_dict_to_params
+from janus_jax.models import vq
+from janus_jax.models.configs import JanusConfig, VQConfig
+from torch_reference import TINY_JANUS, build_tiny_hf_janus, hf_state_numpy
+
+PREFIX = "gen_vision_model."
+
+
+@pytest.fixture(scope="module")
+def setup():
+  cfg = JanusConfig.from_dict(TINY_JANUS).vq
+  hf = build_tiny_hf_janus(seed=0)
+  state = hf_to_deepseek(hf_state_numpy(hf))
+  sub = {k[len(PREFIX):]: v for k, v in state.items() if k.startswith(PREFIX)}
+  model = vq.VQModel(cfg)
+  params = state_dict_to_params(sub, nn.unbox(vq.abstract_params(cfg)), ignore=("quantize.codebook_used",),
+                                what="tiny HF VQ")
+  params = jax.tree.map(jnp.asarray, params)
+  return cfg, hf, model, {"params": params}
+
+
+def _images(seed, b, h, w):
+  return np.random.RandomState(seed).uniform(-1, 1, (b, h, w, 3)).astype(np.float32)
+
+
+def test_decode_code_matches_hf(setup):
+  cfg, hf, model, variables = setup
+  codes = np.random.RandomState(0).randint(0, cfg.codebook_size, (2, 16))
+  ours = np.asarray(model.apply(variables, jnp.asarray(codes, jnp.int32), method=vq.VQModel.decode_code))
+  with torch.no_grad():
+    ref = hf.decode_image_tokens(torch.from_numpy(codes)).numpy()  # (B, H, W, C)
+  assert ours.shape == ref.shape == (2, 16, 16, 3)
+  err = np.abs(ours - ref).max()
+  print(f"decode_code max abs error vs HF: {err:.3g}")
+  assert err <= 1e-4
+  # [B, h, w] codes and an explicit grid give the same image.
+  grid_form = model.apply(variables, jnp.asarray(codes.reshape(2, 4, 4)), 4, method=vq.VQModel.decode_code)
+  np.testing.assert_array_equal(np.asarray(grid_form), ours)
+
+
+def test_encoder_and_quantizer(setup):
+  cfg, hf, model, variables = setup
+  images = _images(1, 2, 16, 24)  # Non-square: a 4x6 token grid.
+  feats = np.asarray(model.apply(variables, jnp.asarray(images), method=vq.VQModel.encode_features))
+  x = torch.from_numpy(images).permute(0, 3, 1, 2)
+  with torch.no_grad():
+    vqm = hf.model.vqmodel
+    ref = vqm.quant_conv(vqm.encoder(x)).permute(0, 2, 3, 1).numpy()
+    hf_codes = vqm.encode(x).image_tokens.numpy().reshape(2, 4, 6)  # Un-normalised argmin (quirk 4).
+  assert feats.shape == ref.shape == (2, 4, 6, cfg.codebook_dim)
+  err = np.abs(feats - ref).max()
+  print(f"encoder+quant_conv max abs error vs HF: {err:.3g}")
+  assert err <= 1e-4
+
+  # NumPy reference of the official quantizer on the HF features (float64).
+  emb = hf_state_numpy(hf)["model.vqmodel.quantize.embedding.weight"].astype(np.float64)
+  norm = lambda a: a / np.maximum(np.linalg.norm(a, axis=-1, keepdims=True), 1e-12)
+  zn, en = norm(ref.astype(np.float64)), norm(emb)
+  dist = lambda z, e: (z ** 2).sum(-1)[..., None] + (e ** 2).sum(-1) - 2 * z @ e.T
+  want = dist(zn, en).argmin(-1)
+  z_q, codes, aux = model.apply(variables, jnp.asarray(images), method=vq.VQModel.encode)
+  np.testing.assert_array_equal(np.asarray(codes), want)
+  np.testing.assert_allclose(np.asarray(z_q), en[want], atol=1e-6)  # Forward value of the STE is z_q.
+  # Losses on the normalised tensors, as the official quantizer computes them.
+  mse = np.mean((en[want] - zn) ** 2)
+  np.testing.assert_allclose(float(aux["codebook_loss"]), mse, rtol=1e-4)
+  np.testing.assert_allclose(float(aux["commit_loss"]), cfg.commit_beta * mse, rtol=1e-4)
+  assert 1.0 <= float(aux["perplexity"]) <= want.size
+  assert float(aux["codebook_usage"]) == len(np.unique(want)) / cfg.codebook_size
+
+  # Quirk 4: HF's encode takes the argmin without normalising, so its codes differ from the official ones.
+  np.testing.assert_array_equal(hf_codes, dist(ref.astype(np.float64), emb).argmin(-1))
+  agree = float(np.mean(hf_codes == want))
+  print(f"HF un-normalised encode agrees with the official codes on {agree:.0%} of tokens")
+  assert agree < 1.0
+
+
+def test_full_size_param_count_matches_torch():
+  from transformers import JanusVQVAE, JanusVQVAEConfig
+  ours = vq.num_params(VQConfig())
+  with torch.device("meta"):
+    ref = JanusVQVAE(JanusVQVAEConfig())  # Only encoder, quantize, quant_conv, post_quant_conv, decoder.
+  assert {n for n, _ in ref.named_children()} == {"encoder", "quantize", "quant_conv", "post_quant_conv", "decoder"}
+  torch_count = sum(p.numel() for p in ref.parameters())
+  print(f"VQ-16 params: ours {ours:,}, torch {torch_count:,}")
+  assert ours == torch_count == 71_883_403
+
+
+def test_param_logical_names(setup):
+  cfg = setup[0]
+  boxed = vq.abstract_params(cfg)
+  leaves = jax.tree.leaves(boxed, is_leaf=lambda x: isinstance(x, nn.Partitioned))
+  assert leaves and all(isinstance(x, nn.Partitioned) and len(x.names) == x.value.ndim for x in leaves)
+  assert boxed["quantize"]["embedding"]["embedding"].names == ("codebook", "codebook_dim")
+
+
+def test_straight_through_gradients(setup):
+  cfg, _, model, variables = setup
+  images = jnp.asarray(_images(2, 1, 16, 16))
+
+  def losses(params):
+    recon, _, aux = model.apply({"params": params}, images)
+    return jnp.stack([jnp.mean(jnp.square(recon - images)), aux["codebook_loss"], aux["commit_loss"]])
+
+  @jax.jit
+  def all_grads(params):  # One forward pass, one backward pass per loss.
+    _, pullback = jax.vjp(losses, params)
+    return jax.vmap(pullback)(jnp.eye(3))[0]
+
+  g = all_grads(variables["params"])
+  grads = lambda i: jax.tree.map(lambda x: x[i], g)
+  g_recon = grads(0)
+  assert np.abs(np.asarray(g_recon["encoder"]["conv_in"]["kernel"])).max() > 0  # Through the STE.
+  assert np.abs(np.asarray(g_recon["quantize"]["embedding"]["embedding"])).max() == 0  # STE blocks the codebook.
+  g_cb = grads(1)
+  assert np.abs(np.asarray(g_cb["quantize"]["embedding"]["embedding"])).max() > 0
+  assert np.abs(np.asarray(g_cb["encoder"]["conv_in"]["kernel"])).max() == 0  # sg(z) in the codebook loss.
+  g_commit = grads(2)
+  assert np.abs(np.asarray(g_commit["encoder"]["conv_in"]["kernel"])).max() > 0
+
+
+def test_errors(setup):
+  cfg, _, model, variables = setup
+  dc = vq.VQModel.decode_code
+  with pytest.raises(ValueError, match=r"\[0, 256\)"):
+    model.apply(variables, jnp.full((1, 16), cfg.codebook_size, jnp.int32), method=dc)
+  with pytest.raises(ValueError, match=r"\[0, 256\)"):
+    model.apply(variables, jnp.full((1, 16), -1, jnp.int32), method=dc)
+  with pytest.raises(ValueError, match="not a square grid"):
+    model.apply(variables, jnp.zeros((1, 15), jnp.int32), method=dc)
+  with pytest.raises(ValueError, match="not divisible by the VQ downsample factor 4"):
+    model.apply(variables, jnp.zeros((1, 18, 16, 3)), method=vq.VQModel.encode)
+  with pytest.raises(ValueError, match="RGB"):
+    model.apply(variables, jnp.zeros((1, 16, 16, 4)), method=vq.VQModel.encode)
+  with pytest.raises(ValueError, match="decode_code"):
+    model.apply(variables, jnp.zeros((1, 4, 4, 3)), method=vq.VQModel.decode)
+  # Under jit no error can be raised: out-of-range codes decode to NaN instead of a silently clamped image.
+  out = jax.jit(lambda v, c: model.apply(v, c, method=dc))(variables, jnp.full((1, 16), -3, jnp.int32))
+  assert np.isnan(np.asarray(out)).all()
