@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from janus_jax.models.configs import JanusConfig
+from janus_jax.models import param_layout
 from janus_jax.models.janus import JanusModel
 from janus_jax.processing import chat, image as image_proc
 from janus_jax.processing.tokenizer import Tokenizer, load_tokenizer
@@ -39,6 +40,7 @@ class JanusPipeline:
   """A loaded model: params, config, tokenizer and the compiled sampling loops."""
 
   def __init__(self, params: Any, cfg: JanusConfig, tokenizer: Tokenizer, template: str = "deepseek"):
+    params, cfg = param_layout.for_decoding(params, cfg)
     self.params = params
     self.cfg = cfg
     self.model = JanusModel(cfg)

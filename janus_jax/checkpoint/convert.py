@@ -63,7 +63,7 @@ def convert(src_dir, dst_dir, *, dtype: str | None = "float32", progress: bool =
       "transformers" if hf else "deepseek"), source_torch_dtype=info.get("torch_dtype"), dtype=dtype,
                num_params=n_params, image_token_id=info.get("image_token_id"), bos_token_id=info.get("bos_token_id"),
                eos_token_id=info.get("eos_token_id"), pad_token_id=info.get("pad_token_id"),
-               config_defaults_used=info.get("defaults_used", []))
+               config_defaults_used=info.get("defaults_used", []), template=chat_template_of(src_dir))
   out = store.save_checkpoint(dst_dir, params, cfg, tokenizer_dir=src_dir, extra_info=extra, overwrite=overwrite)
   if progress:
     copied = store.load_info(out).get("tokenizer_files", [])
@@ -75,6 +75,18 @@ def convert(src_dir, dst_dir, *, dtype: str | None = "float32", progress: bool =
     if info.get("defaults_used"):
       print(f"  config fields filled from reference defaults: {info['defaults_used']}")
   return out
+
+
+def chat_template_of(src_dir: Path) -> str:
+  """The checkpoint's chat template: `sft_format` of processor_config.json ('deepseek' for Janus-Pro,
+  'deepseek_old' for Janus-1.3B / JanusFlow); 'deepseek' when the file is absent (transformers layout)."""
+  path = Path(src_dir) / "processor_config.json"
+  if path.is_file():
+    import json  # pylint: disable=import-outside-toplevel
+    fmt = json.loads(path.read_text()).get("sft_format")
+    if fmt in ("deepseek", "deepseek_old"):
+      return fmt
+  return "deepseek"
 
 
 def _leaves(tree):

@@ -22,19 +22,20 @@ from janus_jax.models.configs import LlamaConfig
 
 
 class KVCache(NamedTuple):
-  """Preallocated keys and values for every layer: float[L, B, S_max, H_kv, Dh] each."""
+  """Preallocated keys and values for every layer: float[L, B, H_kv, S_max, Dh] each (head-major: the decode
+  attention reads contiguous [S, Dh] panels per head, ~5x faster on CPU than [S, H, Dh])."""
   k: jax.Array
   v: jax.Array
 
   @classmethod
   def zeros(cls, cfg: LlamaConfig, batch: int, max_len: int, dtype=None) -> "KVCache":
     dtype = jnp.dtype(dtype or cfg.dtype)
-    shape = (cfg.num_layers, batch, max_len, cfg.num_kv_heads, cfg.resolved_head_dim)
+    shape = (cfg.num_layers, batch, cfg.num_kv_heads, max_len, cfg.resolved_head_dim)
     return cls(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype))
 
   @property
   def max_len(self) -> int:
-    return self.k.shape[2]
+    return self.k.shape[3]
 
 
 def causal_mask(key_valid: jax.Array, query_len: int, cache_index: jax.Array | int = 0) -> jax.Array:
@@ -79,7 +80,8 @@ class LlamaAttention(nn.Module):
   cfg: LlamaConfig
 
   @nn.compact
-  def __call__(self, x, cos, sin, mask, k_cache=None, v_cache=None, cache_index=None):
+  def __call__(self, x, cos, sin, mask, cache: KVCache | None = None, layer=None, cache_index=None):
+    """x float[B, T, D]; with a cache, writes this layer's new keys/values at [layer, :, :, cache_index:]."""
     cfg = self.cfg
     dt, pdt = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
     h, hkv, dh = cfg.num_heads, cfg.num_kv_heads, cfg.resolved_head_dim
@@ -88,25 +90,29 @@ class LlamaAttention(nn.Module):
     q = dense(h * dh, ("embed", "heads"), "q_proj")(x).reshape(b, t, h, dh)
     k = dense(hkv * dh, ("embed", "kv_heads"), "k_proj")(x).reshape(b, t, hkv, dh)
     v = dense(hkv * dh, ("embed", "kv_heads"), "v_proj")(x).reshape(b, t, hkv, dh)
-    q = layers.constrain(apply_rope(q, cos, sin), ("act_batch", "act_seq", "act_heads", None))
-    k = apply_rope(k, cos, sin)
-    if k_cache is not None:
-      k_cache = jax.lax.dynamic_update_slice(k_cache, k.astype(k_cache.dtype), (0, cache_index, 0, 0))
-      v_cache = jax.lax.dynamic_update_slice(v_cache, v.astype(v_cache.dtype), (0, cache_index, 0, 0))
-      k_all, v_all = k_cache.astype(dt), v_cache.astype(dt)
+    q = apply_rope(q, cos, sin).transpose(0, 2, 1, 3)  # [B, H, T, Dh]
+    k = apply_rope(k, cos, sin).transpose(0, 2, 1, 3)  # [B, Hkv, T, Dh]
+    v = v.transpose(0, 2, 1, 3)
+    q = layers.constrain(q, ("act_batch", "act_heads", "act_seq", None))
+    if cache is not None:
+      start = (layer, 0, 0, cache_index, 0)
+      cache = KVCache(jax.lax.dynamic_update_slice(cache.k, k[None].astype(cache.k.dtype), start),
+                      jax.lax.dynamic_update_slice(cache.v, v[None].astype(cache.v.dtype), start))
+      k_all = jax.lax.dynamic_index_in_dim(cache.k, layer, 0, keepdims=False).astype(dt)
+      v_all = jax.lax.dynamic_index_in_dim(cache.v, layer, 0, keepdims=False).astype(dt)
     else:
       k_all, v_all = k, v
-    k_all = layers.constrain(k_all, ("act_batch", "act_kv_seq", "act_heads", None))
-    v_all = layers.constrain(v_all, ("act_batch", "act_kv_seq", "act_heads", None))
-    qg = q.reshape(b, t, hkv, h // hkv, dh)
-    scores = jnp.einsum("btkgd,bskd->bkgts", qg, k_all, preferred_element_type=jnp.float32,
+    k_all = layers.constrain(k_all, ("act_batch", "act_heads", "act_kv_seq", None))
+    v_all = layers.constrain(v_all, ("act_batch", "act_heads", "act_kv_seq", None))
+    qg = q.reshape(b, hkv, h // hkv, t, dh)
+    scores = jnp.einsum("bkgtd,bksd->bkgts", qg, k_all, preferred_element_type=jnp.float32,
                         precision=jax.lax.Precision.HIGHEST) * (dh ** -0.5)
     scores = jnp.where(mask[:, None, None, :, :], scores, jnp.finfo(jnp.float32).min)
     probs = jax.nn.softmax(scores, axis=-1).astype(dt)
-    out = jnp.einsum("bkgts,bskd->btkgd", probs, v_all, precision=jax.lax.Precision.HIGHEST)
+    out = jnp.einsum("bkgts,bksd->btkgd", probs, v_all, precision=jax.lax.Precision.HIGHEST)
     out = out.reshape(b, t, h * dh)
     out = dense(cfg.hidden_size, ("heads", "embed"), "o_proj")(out)
-    return out, k_cache, v_cache
+    return out, cache
 
 
 class LlamaMLP(nn.Module):
@@ -125,20 +131,21 @@ class LlamaMLP(nn.Module):
 
 
 class LlamaDecoderLayer(nn.Module):
-  """Pre-RMSNorm block. Signature fits `nn.scan`: (carry, k_cache, v_cache, *broadcast) -> (carry, caches)."""
+  """Pre-RMSNorm block. Signature fits `nn.scan`: ((x, cache), layer, *broadcast) -> ((x, cache), None)."""
   cfg: LlamaConfig
 
   @nn.compact
-  def __call__(self, x, k_cache, v_cache, cos, sin, mask, cache_index):
+  def __call__(self, carry, layer, cos, sin, mask, cache_index):
+    x, cache = carry
     cfg = self.cfg
     pdt = jnp.dtype(cfg.param_dtype)
     norm = lambda name: layers.RMSNorm(cfg.rms_norm_eps, axis_name="embed", param_dtype=pdt, name=name)
-    attn_out, k_cache, v_cache = LlamaAttention(cfg, name="self_attn")(
-        norm("input_layernorm")(x), cos, sin, mask, k_cache, v_cache, cache_index)
+    attn_out, cache = LlamaAttention(cfg, name="self_attn")(
+        norm("input_layernorm")(x), cos, sin, mask, cache, layer, cache_index)
     x = x + attn_out
     x = x + LlamaMLP(cfg, name="mlp")(norm("post_attention_layernorm")(x))
     x = layers.constrain(x, ("act_batch", "act_seq", "act_embed"))
-    return x, (k_cache, v_cache)
+    return (x, cache), None
 
 
 class LlamaModel(nn.Module):
@@ -156,7 +163,7 @@ class LlamaModel(nn.Module):
       block = nn.remat(block, policy=policy, prevent_cse=not cfg.scan_layers)
     if cfg.scan_layers:
       stack = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True},
-                      in_axes=(0, 0, nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast),
+                      in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast),
                       length=cfg.num_layers, metadata_params={nn.PARTITION_NAME: "layers"})
       self.layers = stack(cfg)
     else:
@@ -184,22 +191,14 @@ class LlamaModel(nn.Module):
     cos, sin = rope_cos_sin(positions, cfg.resolved_head_dim, cfg.rope_theta)
     if cache_index is None:
       cache_index = jnp.int32(0)
-    k_all = None if cache is None else cache.k
-    v_all = None if cache is None else cache.v
+    # The cache travels as loop state and is updated in place at [layer, :, :, cache_index:] (no per-step copies).
     if cfg.scan_layers:
-      x, (k_new, v_new) = self.layers(x, k_all, v_all, cos, sin, mask, cache_index)
+      (x, cache), _ = self.layers((x, cache), jnp.arange(cfg.num_layers), cos, sin, mask, cache_index)
     else:
-      ks, vs = [], []
       for i, layer in enumerate(self.layers):
-        kc = None if cache is None else k_all[i]
-        vc = None if cache is None else v_all[i]
-        x, (kc, vc) = layer(x, kc, vc, cos, sin, mask, cache_index)
-        ks.append(kc)
-        vs.append(vc)
-      k_new = None if cache is None else jnp.stack(ks)
-      v_new = None if cache is None else jnp.stack(vs)
+        (x, cache), _ = layer((x, cache), i, cos, sin, mask, cache_index)
     x = self.norm(x)
-    return x, (None if cache is None else KVCache(k_new, v_new))
+    return x, cache
 
 
 class LlamaForCausalLM(nn.Module):

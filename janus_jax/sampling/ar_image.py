@@ -17,8 +17,17 @@ from janus_jax.models.llama import KVCache, causal_mask, positions_from_mask
 from janus_jax.sampling import progress
 from janus_jax.sampling.sample import cfg_combine, sample_next
 
+PHASES = 4  # Default number of KV-cache growth phases in the image loop (see `compiled_generate`).
 
-def compiled_generate(model: JanusModel, *, greedy: bool, top_k: int = 0, progress_every: int = 0):
+
+def cache_phases(n_tokens: int, phases: int) -> list[int]:
+  """Step boundaries [0, e_1, ..., n_tokens] of the cache-growth phases (equal thirds etc.)."""
+  phases = max(1, min(phases, n_tokens))
+  return [round(n_tokens * k / phases) for k in range(phases + 1)]
+
+
+def compiled_generate(model: JanusModel, *, greedy: bool, top_k: int = 0, progress_every: int = 0,
+                      phases: int = PHASES):
   """Returns a jitted `generate(params, ids, valid, rng, cfg_weight, temperature, top_p) -> int32[P, N]`.
 
   Args of the returned function:
@@ -28,14 +37,19 @@ def compiled_generate(model: JanusModel, *, greedy: bool, top_k: int = 0, progre
     rng: PRNG key (unused when greedy).
     cfg_weight, temperature, top_p: float scalars (traced: changing them does not recompile).
   Returns int32[P, num_image_tokens] raster-order VQ codes.
-  Cached per (model, greedy, top_k, progress_every), so repeated calls with the same shapes reuse one
+  Cached per (model, greedy, top_k, progress_every, phases), so repeated calls with the same shapes reuse one
   executable. `progress_every > 0` reports the step to `progress.reporting` bars every that many tokens.
+
+  The KV cache grows in `phases` steps: during phase k it holds T + e_k slots (padded once between phases), so
+  early tokens attend over a short array instead of all T + N slots. Decode is memory-bound; this cuts the
+  cache bytes read per step by ~1/3 with 4 phases, at the price of compiling one loop body per phase. Exact:
+  the extra slots are masked either way.
   """
-  return _compiled_generate(model, bool(greedy), int(top_k), int(progress_every))
+  return _compiled_generate(model, bool(greedy), int(top_k), int(progress_every), int(phases))
 
 
 @functools.lru_cache(maxsize=None)
-def _compiled_generate(model: JanusModel, greedy: bool, top_k: int, progress_every: int):
+def _compiled_generate(model: JanusModel, greedy: bool, top_k: int, progress_every: int, phases: int):
   cfg = model.cfg
   n_tokens = cfg.num_image_tokens
 
@@ -43,13 +57,13 @@ def _compiled_generate(model: JanusModel, greedy: bool, top_k: int, progress_eve
     apply = lambda method, *a: model.apply({"params": params}, *a, method=method)
     rows, t = ids.shape
     p = rows // 2
-    max_len = t + n_tokens
-    cache = KVCache.zeros(cfg.llm, rows, max_len)
+    bounds = cache_phases(n_tokens, phases)
+    cache = KVCache.zeros(cfg.llm, rows, t + bounds[1])
     key_valid = jnp.concatenate([valid, jnp.ones((rows, n_tokens), bool)], axis=1)
     positions = positions_from_mask(valid)
     next_position = positions[:, -1] + 1
     hidden, cache = apply(JanusModel.llm, apply(JanusModel.embed_text, ids), positions,
-                          causal_mask(key_valid, t, 0), cache, jnp.int32(0))
+                          causal_mask(key_valid[:, :t + bounds[1]], t, 0), cache, jnp.int32(0))
 
     def pick(last_hidden, step):
       logits = apply(JanusModel.image_logits, last_hidden)
@@ -59,18 +73,27 @@ def _compiled_generate(model: JanusModel, greedy: bool, top_k: int, progress_eve
 
     codes = jnp.zeros((p, n_tokens), jnp.int32).at[:, 0].set(pick(hidden[:, -1], 0))
 
-    def step(i, carry):
-      codes, cache = carry
-      prev = jax.lax.dynamic_slice_in_dim(codes, i - 1, 1, axis=1)[:, 0]
-      emb = apply(JanusModel.embed_image_tokens, jnp.concatenate([prev, prev])[:, None])
-      slot = t + i - 1
-      hidden, cache = apply(JanusModel.llm, emb, (next_position + i - 1)[:, None],
-                            causal_mask(key_valid, 1, slot), cache, slot)
-      tok = pick(hidden[:, 0], i)
-      progress.maybe_tick(i + 1, progress_every)
-      return jax.lax.dynamic_update_slice_in_dim(codes, tok[:, None], i, axis=1), cache
+    def make_step(slots_valid):
+      def step(i, carry):
+        codes, cache = carry
+        prev = jax.lax.dynamic_slice_in_dim(codes, i - 1, 1, axis=1)[:, 0]
+        emb = apply(JanusModel.embed_image_tokens, jnp.concatenate([prev, prev])[:, None])
+        slot = t + i - 1
+        hidden, cache = apply(JanusModel.llm, emb, (next_position + i - 1)[:, None],
+                              causal_mask(slots_valid, 1, slot), cache, slot)
+        tok = pick(hidden[:, 0], i)
+        progress.maybe_tick(i + 1, progress_every)
+        return jax.lax.dynamic_update_slice_in_dim(codes, tok[:, None], i, axis=1), cache
+      return step
 
-    codes, _ = jax.lax.fori_loop(1, n_tokens, step, (codes, cache))
+    for k in range(1, len(bounds)):
+      length = t + bounds[k]
+      if cache.max_len < length:
+        grow = ((0, 0),) * 3 + ((0, length - cache.max_len), (0, 0))
+        cache = KVCache(jnp.pad(cache.k, grow), jnp.pad(cache.v, grow))
+      # Phase k produces tokens bounds[k-1] .. bounds[k]-1; token i's input sits at slot t + i - 1 < length.
+      codes, cache = jax.lax.fori_loop(max(bounds[k - 1], 1), bounds[k], make_step(key_valid[:, :length]),
+                                       (codes, cache))
     return codes
 
   return jax.jit(run)
