@@ -89,8 +89,7 @@ def _compiled_generate(model: JanusModel, greedy: bool, top_k: int, progress_eve
     for k in range(1, len(bounds)):
       length = t + bounds[k]
       if cache.max_len < length:
-        grow = ((0, 0),) * 3 + ((0, length - cache.max_len), (0, 0))
-        cache = KVCache(jnp.pad(cache.k, grow), jnp.pad(cache.v, grow))
+        cache = cache.grow(length)
       # Phase k produces tokens bounds[k-1] .. bounds[k]-1; token i's input sits at slot t + i - 1 < length.
       codes, cache = jax.lax.fori_loop(max(bounds[k - 1], 1), bounds[k], make_step(key_valid[:, :length]),
                                        (codes, cache))
