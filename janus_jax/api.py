@@ -8,13 +8,17 @@ The CLI (`janus_jax.cli`) is a thin layer over this module. Every loop is compil
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 from typing import Any, Sequence
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from janus_jax import sharding
 
 from janus_jax.models.configs import JanusConfig
 from janus_jax.models import param_layout
@@ -39,13 +43,28 @@ class GenerationResult:
 class JanusPipeline:
   """A loaded model: params, config, tokenizer and the compiled sampling loops."""
 
-  def __init__(self, params: Any, cfg: JanusConfig, tokenizer: Tokenizer, template: str = "deepseek"):
+  def __init__(self, params: Any, cfg: JanusConfig, tokenizer: Tokenizer, template: str = "deepseek", *,
+               mesh: jax.sharding.Mesh | None = None, rules=sharding.DEFAULT_RULES):
+    """Args: params/cfg as loaded (scanned or unrolled layout); `mesh` shards the params by their logical axis
+    names through `rules` (e.g. a ("fsdp", "tensor") mesh for a model that does not fit one device)."""
     params, cfg = param_layout.for_decoding(params, cfg)
-    self.params = params
     self.cfg = cfg
     self.model = JanusModel(cfg)
     self.tokenizer = tokenizer
     self.template = template
+    self.mesh, self.rules = mesh, tuple(rules)
+    if mesh is not None:
+      from janus_jax.models.janus import abstract_params  # pylint: disable=import-outside-toplevel
+      params = jax.device_put(params, sharding.logical_to_sharding(abstract_params(cfg, boxed=True), mesh, rules))
+    self.params = params
+
+  def _context(self):
+    """Mesh + logical-rules context under which the compiled loops are traced and run."""
+    stack = contextlib.ExitStack()
+    if self.mesh is not None:
+      stack.enter_context(jax.set_mesh(self.mesh))
+    stack.enter_context(nn.logical_axis_rules(self.rules))
+    return stack
 
   # --- understanding ----------------------------------------------------------------------------------------
   def understand(self, images: Sequence[Any], questions: Sequence[str] | str, *, greedy: bool = True,
@@ -79,9 +98,10 @@ class JanusPipeline:
       if imgs:
         pixels[row, :len(imgs)] = image_proc.preprocess_understanding(imgs, size)
     run = compiled_understand(self.model, greedy=greedy, max_new_tokens=max_new_tokens, top_k=top_k)
-    tokens, lengths = run(self.params, jnp.asarray(batch["input_ids"]), jnp.asarray(batch["attention_mask"]),
-                          jnp.asarray(batch["image_seq_mask"]), jnp.asarray(pixels), jax.random.PRNGKey(seed),
-                          jnp.float32(temperature), jnp.float32(top_p), jnp.int32(self.tokenizer.eos_id))
+    with self._context():
+      tokens, lengths = run(self.params, jnp.asarray(batch["input_ids"]), jnp.asarray(batch["attention_mask"]),
+                            jnp.asarray(batch["image_seq_mask"]), jnp.asarray(pixels), jax.random.PRNGKey(seed),
+                            jnp.float32(temperature), jnp.float32(top_p), jnp.int32(self.tokenizer.eos_id))
     tokens, lengths = np.asarray(tokens), np.asarray(lengths)
     return [self.tokenizer.decode(tokens[i, :lengths[i]].tolist()) for i in range(len(questions))]
 
@@ -113,10 +133,11 @@ class JanusPipeline:
     run = compiled_generate(self.model, greedy=greedy, top_k=top_k, progress_every=max(n // 24, 1) if progress else 0)
     args = (self.params, jnp.asarray(ids), jnp.asarray(valid), jax.random.PRNGKey(seed), jnp.float32(cfg_weight),
             jnp.float32(temperature), jnp.float32(top_p))
-    if not progress:
-      return np.asarray(run(*args)), rows
-    with progress_lib.reporting(n, f"generating {len(rows)} image(s)"):
-      codes = np.asarray(run(*args))
+    with self._context():
+      if not progress:
+        return np.asarray(run(*args)), rows
+      with progress_lib.reporting(n, f"generating {len(rows)} image(s)"):
+        codes = np.asarray(run(*args))
     return codes, rows
 
   def generate(self, prompts: Sequence[str] | str, *, num_images: int = 1, cfg_weight: float = 5.0,
@@ -144,7 +165,8 @@ class JanusPipeline:
     if codes.size and (codes.min() < 0 or codes.max() >= self.cfg.image_token_size):
       raise ValueError(f"Image token ids must lie in [0, {self.cfg.image_token_size}); got "
                        f"[{codes.min()}, {codes.max()}].")
-    return np.asarray(compiled_decode(self.model)(self.params, jnp.asarray(codes, jnp.int32)))
+    with self._context():
+      return np.asarray(compiled_decode(self.model)(self.params, jnp.asarray(codes, jnp.int32)))
 
   def encode_images(self, images: Sequence[Any]) -> np.ndarray:
     """Images (paths / PIL / uint8 arrays) -> int32[N, h*w] VQ codes (short side resize + centre crop)."""
@@ -152,7 +174,8 @@ class JanusPipeline:
       images = [images]
     size = self.generation_image_size
     pixels = np.stack([image_proc.preprocess_generation(x, size) for x in images])
-    return np.asarray(_compiled_encode(self.model)(self.params, jnp.asarray(pixels)))
+    with self._context():
+      return np.asarray(_compiled_encode(self.model)(self.params, jnp.asarray(pixels)))
 
 
 @functools.lru_cache(maxsize=None)
@@ -160,13 +183,15 @@ def _compiled_encode(model: JanusModel):
   return jax.jit(lambda params, x: model.apply({"params": params}, x, method=JanusModel.encode_image_tokens))
 
 
-def load(checkpoint_dir: str, *, dtype: str | None = None, template: str | None = None) -> JanusPipeline:
+def load(checkpoint_dir: str, *, dtype: str | None = None, template: str | None = None,
+         mesh: jax.sharding.Mesh | None = None, rules=sharding.DEFAULT_RULES) -> JanusPipeline:
   """Loads a converted janus_jax checkpoint (see `janus-jax convert`). No network, no torch.
 
   Args:
     checkpoint_dir: directory written by `janus_jax.checkpoint.convert` / `store.save_checkpoint`.
     dtype: compute and param dtype override, e.g. "bfloat16" (default: as stored).
     template: chat template override ("deepseek" for Janus-Pro, "deepseek_old" for Janus-1.3B).
+    mesh, rules: shard the params over a device mesh by logical axis names (see `janus_jax.sharding`).
   """
   from janus_jax.checkpoint import store
   params, cfg = store.load_checkpoint(checkpoint_dir, dtype=dtype)
@@ -178,4 +203,4 @@ def load(checkpoint_dir: str, *, dtype: str | None = None, template: str | None 
     raise FileNotFoundError(f"{checkpoint_dir} has no tokenizer/ folder; convert the checkpoint from a directory "
                             "that holds tokenizer.json (or a sentencepiece *.model).")
   tokenizer = load_tokenizer(tok_dir)
-  return JanusPipeline(params, cfg, tokenizer, template or info.get("template", "deepseek"))
+  return JanusPipeline(params, cfg, tokenizer, template or info.get("template", "deepseek"), mesh=mesh, rules=rules)

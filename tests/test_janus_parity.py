@@ -15,6 +15,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import janus_jax
+from janus_jax import cli
 from janus_jax.checkpoint import config_json, convert as convert_lib
 from janus_jax.checkpoint.hf_layout import hf_to_deepseek
 from janus_jax.models.janus import JanusModel
@@ -48,7 +49,8 @@ def pipe(hf_model, tmp_path_factory):
   src = root / "hf"
   hf_model.save_pretrained(src)
   make_tiny_tokenizer(str(src))
-  dst = convert_lib.convert(str(src), str(root / "converted"), progress=False)
+  dst = root / "converted"
+  assert cli.main(["convert", "--from", str(src), "--to", str(dst), "--quiet"]) == 0  # the user's path
   return janus_jax.load(str(dst), template="deepseek")
 
 

@@ -31,3 +31,18 @@ def make_tiny_tokenizer(directory: str, vocab_size: int = 400) -> str:
   with open(os.path.join(directory, "special_tokens_map.json"), "w") as f:
     json.dump({"bos_token": SPECIAL_TOKENS[1], "eos_token": SPECIAL_TOKENS[2], "pad_token": SPECIAL_TOKENS[0]}, f)
   return directory
+
+
+def make_tiny_checkpoint(directory: str, seed: int = 0) -> str:
+  """A randomly initialised `janus_tiny` janus_jax checkpoint with the tiny tokenizer (no torch needed)."""
+  import jax
+  from janus_jax.checkpoint import store
+  from janus_jax.configs import models
+  from janus_jax.models.configs import JanusConfig
+  from janus_jax.models.janus import init_params
+  cfg = JanusConfig.from_dict(models.janus_tiny())
+  params = init_params(cfg, jax.random.PRNGKey(seed))
+  tok_dir = make_tiny_tokenizer(os.path.join(directory, "_tokenizer_src"))
+  out = os.path.join(directory, "ckpt")
+  store.save_checkpoint(out, params, cfg, tokenizer_dir=tok_dir, extra_info={"template": "deepseek"})
+  return out

@@ -1,0 +1,101 @@
+"""The Python API and the CLI on a tiny random checkpoint: sharded inference, bad inputs, command line."""
+import os
+
+import jax
+import numpy as np
+import pytest
+from PIL import Image
+
+import janus_jax
+from janus_jax import cli, sharding
+from tiny_assets import make_tiny_checkpoint
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+  return make_tiny_checkpoint(str(tmp_path_factory.mktemp("api")))
+
+
+@pytest.fixture(scope="module")
+def pipe(ckpt):
+  return janus_jax.load(ckpt)
+
+
+def test_sharded_params_give_identical_outputs(ckpt, pipe):
+  mesh = sharding.make_mesh([("data", 1), ("fsdp", 2), ("tensor", 4)])
+  sharded = janus_jax.load(ckpt, mesh=mesh)
+  kernel = sharded.params["language_model"]["model"]["layers_0"]["mlp"]["gate_proj"]["kernel"]
+  assert len(kernel.sharding.device_set) == 8
+  a = pipe.generate_tokens(["a red circle", "two green triangles"], greedy=True)[0]
+  b = sharded.generate_tokens(["a red circle", "two green triangles"], greedy=True)[0]
+  np.testing.assert_array_equal(a, b)
+  img = np.full((20, 24, 3), 200, np.uint8)
+  assert pipe.understand([img], ["what colour?"], max_new_tokens=5) == \
+      sharded.understand([img], ["what colour?"], max_new_tokens=5)
+
+
+def test_mesh_that_does_not_divide_devices_is_explained():
+  with pytest.raises(ValueError, match="does not divide"):
+    sharding.make_mesh([("data", 3), ("tensor", 1)])
+
+
+def test_prompt_longer_than_context_is_refused(pipe):
+  long_prompt = "a red circle " * 200  # the tiny model has 256 positions, 16 reserved for image tokens
+  with pytest.raises(ValueError, match="long"):
+    pipe.generate_tokens([long_prompt])
+  with pytest.raises(ValueError, match="long"):
+    pipe.understand([np.zeros((8, 8, 3), np.uint8)], [long_prompt], max_new_tokens=4)
+
+
+def test_image_inputs_bad_and_odd(pipe, tmp_path):
+  bad = tmp_path / "broken.png"
+  bad.write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+  with pytest.raises(ValueError, match="broken.png"):
+    pipe.understand([str(bad)], ["what is this?"], max_new_tokens=3)
+  tiny = tmp_path / "one.png"
+  Image.new("RGB", (1, 1), (255, 0, 0)).save(tiny)
+  grey16 = tmp_path / "grey16.png"
+  Image.fromarray(np.full((10, 30), 40000, np.uint16)).save(grey16)
+  rgba = tmp_path / "rgba.png"
+  Image.new("RGBA", (12, 9), (0, 0, 255, 128)).save(rgba)
+  answers = pipe.understand([str(tiny), str(grey16), str(rgba)], ["a?", "b?", "c?"], max_new_tokens=3)
+  assert len(answers) == 3
+
+
+def test_bad_token_grids_are_refused(pipe):
+  with pytest.raises(ValueError, match=r"\[0, 256\)"):
+    pipe.decode_tokens(np.full((1, 16), 999))
+  with pytest.raises(ValueError, match="shape"):
+    pipe.decode_tokens(np.zeros((1, 15), np.int32))
+
+
+def test_encode_decode_roundtrip_shapes(pipe):
+  imgs = np.random.default_rng(0).integers(0, 255, (2, 40, 30, 3), dtype=np.uint8)
+  codes = pipe.encode_images(list(imgs))
+  assert codes.shape == (2, 16) and codes.dtype == np.int32
+  assert pipe.decode_tokens(codes).shape == (2, 16, 16, 3)
+
+
+def test_cli_generate_and_understand(ckpt, pipe, tmp_path, capsys):
+  out = tmp_path / "gen"
+  tokens = tmp_path / "tokens.npy"
+  rc = cli.main(["generate", "--checkpoint", ckpt, "--prompt", "a red circle", "--num-images", "2", "--greedy",
+                 "--out", str(out), "--save-tokens", str(tokens), "--quiet"])
+  assert rc == 0
+  assert sorted(os.listdir(out)) == ["grid.png", "image_000.png", "image_001.png"]
+  expected = pipe.generate(["a red circle"], num_images=2, greedy=True)
+  np.testing.assert_array_equal(np.load(tokens), expected.tokens)
+  np.testing.assert_array_equal(np.asarray(Image.open(out / "image_001.png")), expected.images[1])
+  img = tmp_path / "q.png"
+  Image.fromarray(np.full((16, 16, 3), 90, np.uint8)).save(img)
+  capsys.readouterr()
+  rc = cli.main(["understand", "--checkpoint", ckpt, "--image", str(img), "--question", "what colour?", "--greedy",
+                 "--max-new-tokens", "4"])
+  assert rc == 0
+  assert capsys.readouterr().out.strip() == pipe.understand([str(img)], ["what colour?"], max_new_tokens=4)[0].strip()
+
+
+def test_cli_reports_errors_cleanly(tmp_path, capsys):
+  rc = cli.main(["generate", "--checkpoint", str(tmp_path / "nope"), "--prompt", "x", "--out", str(tmp_path)])
+  assert rc == 2
+  assert "error" in capsys.readouterr().err
