@@ -7,6 +7,13 @@ CORE = [
     "optax>=0.2.8",
     "orbax-checkpoint>=0.12.8",
     "ml_collections>=1.1.0",
+    "grain>=0.2.18",
+    "array-record>=0.8.6",
+    "tensorflow-datasets>=4.9.10",
+    # clu's metric writers and tfds' image features import TensorFlow; the CPU build is enough everywhere.
+    "tensorflow-cpu>=2.21",
+    "tensorboard",
+    "clu>=0.0.12",
     "absl-py",
     "numpy",
     "pillow",
