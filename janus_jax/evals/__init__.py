@@ -1,0 +1,1 @@
+"""Evaluations: a programmatic Shapes detector (`detector`) and GenEval-style / QA scoring (`geneval`)."""
