@@ -99,3 +99,11 @@ def test_cli_reports_errors_cleanly(tmp_path, capsys):
   rc = cli.main(["generate", "--checkpoint", str(tmp_path / "nope"), "--prompt", "x", "--out", str(tmp_path)])
   assert rc == 2
   assert "error" in capsys.readouterr().err
+
+
+def test_batched_understanding_equals_one_by_one(pipe):
+  imgs = [np.full((20, 24, 3), 200, np.uint8), np.full((30, 10, 3), 40, np.uint8)]
+  questions = ["what colour?", "how many shapes are there in the picture and where are they?"]
+  batched = pipe.understand(imgs, questions, max_new_tokens=6)
+  single = [pipe.understand([i], [q], max_new_tokens=6)[0] for i, q in zip(imgs, questions)]
+  assert batched == single

@@ -1,0 +1,219 @@
+"""Random-access record sources and the adapters that turn their records into the three row streams.
+
+A source is anything with `__len__` and `__getitem__` returning a dict (tfds `data_source`, an ArrayRecord
+reader, a list). An adapter knows a source's record layout and yields, per record index, the inputs of a row:
+  understanding: (image uint8[H, W, 3], question, answer)
+  text_to_image: (image, caption)
+  text:          text
+Adapters: `shapes` (the embedded Shapes TFDS dataset), `imagenet2012` (caption = class name, as Janus stage I),
+`coco_captions`, and `pairs` (a generic image-text ArrayRecord written by `write_pairs`). Nothing downloads:
+TFDS sources must already be prepared in `data_dir` (`download=False`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import os
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+KINDS = ("und", "t2i", "text")
+
+
+def _text(x) -> str:
+  if isinstance(x, bytes):
+    return x.decode("utf-8")
+  if isinstance(x, np.ndarray) and x.dtype.kind in ("S", "O", "U"):
+    return _text(x.item())
+  return str(x)
+
+
+def _texts(x) -> list[str]:
+  if isinstance(x, (list, tuple)) or (isinstance(x, np.ndarray) and x.ndim == 1):
+    return [_text(v) for v in x]
+  return [_text(x)]
+
+
+def _image(x) -> np.ndarray:
+  """uint8[H, W, 3] from a decoded array (grey / RGBA handled) or encoded PNG/JPEG bytes."""
+  if isinstance(x, (bytes, np.bytes_)):
+    from janus_jax.processing.image import load_image  # pylint: disable=import-outside-toplevel
+    from PIL import Image  # pylint: disable=import-outside-toplevel
+    return np.asarray(load_image(Image.open(io.BytesIO(bytes(x)))), np.uint8)
+  arr = np.asarray(x)
+  if arr.ndim == 2:
+    arr = arr[..., None]
+  if arr.shape[-1] == 1:
+    arr = np.repeat(arr, 3, axis=-1)
+  return arr[..., :3].astype(np.uint8)
+
+
+@dataclasses.dataclass
+class Adapter:
+  """A source plus functions (record, rng) -> row inputs for each kind it supports."""
+  source: Sequence[Any]
+  makers: dict[str, Callable[[dict, np.random.Generator], tuple]]
+
+  def supports(self, kind: str) -> bool:
+    return kind in self.makers
+
+
+# --- Shapes -------------------------------------------------------------------------------------------------
+def _shapes_und(rec, rng):
+  qa = rec["qa"]
+  questions = _texts(qa["question"])
+  if not questions:
+    raise ValueError("Shapes record without questions.")
+  i = int(rng.integers(len(questions)))
+  return _image(rec["image"]), questions[i], _texts(qa["answer"])[i]
+
+
+def _shapes_t2i(rec, rng):
+  captions = _texts(rec["captions"]) if "captions" in rec else []
+  main = _text(rec["caption"])
+  # Mostly the sampled caption; sometimes another canonical caption of the same scene (caption augmentation).
+  if captions and rng.random() < 0.25:
+    main = captions[int(rng.integers(len(captions)))]
+  return _image(rec["image"]), main
+
+
+def _shapes_text(rec, rng):
+  qa = rec["qa"]
+  questions, answers = _texts(qa["question"]), _texts(qa["answer"])
+  i = int(rng.integers(len(questions)))
+  return (f"{_text(rec['caption'])}. {questions[i]} {answers[i]}",)
+
+
+def shapes(source) -> Adapter:
+  return Adapter(source, {"und": _shapes_und, "t2i": _shapes_t2i, "text": _shapes_text})
+
+
+# --- ImageNet (tfds imagenet2012): class-name prompts ----------------------------------------------------------
+def imagenet2012(source, label_names: Sequence[str]) -> Adapter:
+  names = [n.split(",")[0].strip() for n in label_names]
+
+  def t2i(rec, rng):
+    return _image(rec["image"]), names[int(rec["label"])]
+
+  def und(rec, rng):
+    return _image(rec["image"]), "What is the main object in the image?", names[int(rec["label"])]
+
+  return Adapter(source, {"t2i": t2i, "und": und})
+
+
+# --- COCO captions (tfds coco_captions) -------------------------------------------------------------------------
+def coco_captions(source) -> Adapter:
+  def caption(rec, rng):
+    caps = _texts(rec["captions"]["text"])
+    return caps[int(rng.integers(len(caps)))]
+
+  def t2i(rec, rng):
+    return _image(rec["image"]), caption(rec, rng)
+
+  def und(rec, rng):
+    return _image(rec["image"]), "Describe the image.", caption(rec, rng)
+
+  def text(rec, rng):
+    return (caption(rec, rng),)
+
+  return Adapter(source, {"t2i": t2i, "und": und, "text": text})
+
+
+# --- Generic image-text pairs in ArrayRecord ------------------------------------------------------------------
+def write_pairs(jsonl_path: str, out_path: str, image_root: str | None = None) -> int:
+  """Converts a JSONL of {"image": relative/absolute path, "text": caption[, "question", "answer"]} into an
+  ArrayRecord file of JSON records with the image bytes inlined (hex). Returns the number of records.
+
+  Unreadable images and lines without "image"/"text" raise a ValueError naming the line.
+  """
+  from array_record.python import array_record_module  # pylint: disable=import-outside-toplevel
+  root = image_root or os.path.dirname(os.path.abspath(jsonl_path))
+  writer = array_record_module.ArrayRecordWriter(out_path, "group_size:1")
+  n = 0
+  try:
+    with open(jsonl_path) as f:
+      for lineno, line in enumerate(f, 1):
+        if not line.strip():
+          continue
+        item = json.loads(line)
+        if "image" not in item or "text" not in item:
+          raise ValueError(f"{jsonl_path}:{lineno}: each line needs 'image' and 'text' keys, got {sorted(item)}.")
+        path = item["image"] if os.path.isabs(item["image"]) else os.path.join(root, item["image"])
+        try:
+          with open(path, "rb") as img:
+            data = img.read()
+        except OSError as e:
+          raise ValueError(f"{jsonl_path}:{lineno}: cannot read image {path}: {e}") from e
+        record = {k: v for k, v in item.items() if k != "image"}
+        record["image_bytes"] = data.hex()
+        writer.write(json.dumps(record).encode())
+        n += 1
+  finally:
+    writer.close()
+  return n
+
+
+class PairsSource:
+  """Random access to an ArrayRecord written by `write_pairs`; records decode to {'image': bytes, 'text', ...}."""
+
+  def __init__(self, paths: str | Sequence[str]):
+    import grain  # pylint: disable=import-outside-toplevel
+    self._src = grain.sources.ArrayRecordDataSource(paths if isinstance(paths, (list, tuple)) else [paths])
+
+  def __len__(self):
+    return len(self._src)
+
+  def __getitem__(self, i):
+    rec = json.loads(self._src[i])
+    rec["image"] = bytes.fromhex(rec.pop("image_bytes"))
+    return rec
+
+
+def pairs(source) -> Adapter:
+  def t2i(rec, rng):
+    return _image(rec["image"]), rec["text"]
+
+  def und(rec, rng):
+    if "question" in rec:
+      return _image(rec["image"]), rec["question"], rec["answer"]
+    return _image(rec["image"]), "Describe the image.", rec["text"]
+
+  def text(rec, rng):
+    return (rec["text"],)
+
+  return Adapter(source, {"t2i": t2i, "und": und, "text": text})
+
+
+# --- From config ------------------------------------------------------------------------------------------------
+def tfds_source(name: str, split: str, data_dir: str | None, per_process: bool = True):
+  """`tfds.data_source` of an already prepared dataset, split per JAX process when `per_process`."""
+  import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+  if per_process:
+    split = tfds.split_for_jax_process(split)
+  try:
+    return tfds.data_source(name, split=split, data_dir=data_dir, download=False)
+  except Exception as e:  # tfds raises several types for "not prepared"
+    raise FileNotFoundError(
+        f"TFDS dataset {name!r} (split {split!r}) is not prepared in data_dir={data_dir!r}: {e}. "
+        "Fix: prepare it first (for Shapes: `python -m janus_jax.main --mode=prepare ...` or "
+        "janus_jax.data.shapes_tfds.prepare_shapes), or point input.data_dir at the prepared copy.") from e
+
+
+def adapter_from_config(src_cfg, split: str | None = None) -> Adapter:
+  """Builds an adapter from one `input.sources` entry: {kind: shapes|imagenet2012|coco_captions|pairs, ...}."""
+  kind = src_cfg["kind"]
+  split = split or src_cfg.get("split", "train")
+  data_dir = src_cfg.get("data_dir")
+  if kind == "shapes":
+    return shapes(tfds_source(src_cfg.get("tfds_name", "janus_shapes"), split, data_dir))
+  if kind == "imagenet2012":
+    import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+    builder = tfds.builder("imagenet2012", data_dir=data_dir)
+    return imagenet2012(tfds_source("imagenet2012", split, data_dir), builder.info.features["label"].names)
+  if kind == "coco_captions":
+    return coco_captions(tfds_source(src_cfg.get("tfds_name", "coco_captions"), split, data_dir))
+  if kind == "pairs":
+    return pairs(PairsSource(src_cfg["paths"]))
+  raise ValueError(f"Unknown input source kind {kind!r}; valid: shapes, imagenet2012, coco_captions, pairs.")

@@ -1,0 +1,141 @@
+"""Input pipeline: row formatting, mixture ratios, determinism, iterator-state resume, real-data adapters."""
+import collections
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from janus_jax.data import pipeline, sources
+from janus_jax.data.examples import RowBuilder, RowSpec
+from janus_jax.data.shapes import ShapesSpec, make_example
+from janus_jax.processing.tokenizer import load_tokenizer
+from janus_jax.train.batch import check_batch
+from tiny_assets import make_tiny_tokenizer
+
+SEQ = 200
+
+
+@pytest.fixture(scope="module")
+def tok(tmp_path_factory):
+  return load_tokenizer(make_tiny_tokenizer(str(tmp_path_factory.mktemp("tok"))))
+
+
+@pytest.fixture(scope="module")
+def builder(tok):
+  return RowBuilder(tok, RowSpec(seq_len=SEQ, num_image_tokens=16, und_image_size=32, gen_image_size=16))
+
+
+@pytest.fixture(scope="module")
+def records():
+  return [make_example(i, ShapesSpec()) for i in range(40)]
+
+
+def test_understanding_row_supervises_only_the_answer(tok, builder, records):
+  rec = records[0]
+  row = builder.understanding(rec["image"], rec["qa"]["question"][0], rec["qa"]["answer"][0])
+  answer = tok.decode(row["targets"][row["text_loss_mask"]].tolist(), skip_special_tokens=False)
+  assert answer == " " + rec["qa"]["answer"][0] + tok.eos_token
+  assert row["und_image_mask"].sum() == 16
+  assert np.all(row["input_ids"][row["und_image_mask"]] == tok.special_ids().image_placeholder)
+  assert not row["image_loss_mask"].any() and not row["has_gen_image"]
+
+
+def test_text_to_image_row_layout(tok, builder, records):
+  row = builder.text_to_image(records[1]["image"], records[1]["caption"])
+  sp = tok.special_ids()
+  p = int(np.argmax(row["input_ids"] == sp.begin_of_image)) + 1  # prompt length incl. <begin_of_image>
+  assert row["gen_image_mask"].sum() == row["image_loss_mask"].sum() == 16
+  assert np.flatnonzero(row["image_loss_mask"])[0] == p - 1          # <begin_of_image> predicts code 0
+  assert np.flatnonzero(row["gen_image_mask"])[0] == p
+  assert not row["text_loss_mask"].any()
+  drop = np.flatnonzero(row["cfg_drop_mask"])
+  assert drop[0] == 1 and drop[-1] == p - 2                            # BOS and <begin_of_image> kept
+  assert row["has_gen_image"] and row["gen_pixels"].shape == (16, 16, 3)
+  assert row["gen_pixels"].min() >= -1 and row["gen_pixels"].max() <= 1
+
+
+def test_too_long_row_is_explained(tok, records):
+  short = RowBuilder(tok, RowSpec(seq_len=20, num_image_tokens=16, und_image_size=32, gen_image_size=16))
+  with pytest.raises(ValueError, match="seq_len is 20"):
+    short.understanding(records[0]["image"], "what colour is the circle?", "red")
+
+
+def test_mixture_ratios_and_batch_format(builder, records):
+  it = pipeline.build_train_iterator([sources.shapes(records)], builder, {"und": 5, "text": 1, "t2i": 4},
+                                     batch_size=10, seed=0)
+  counts = collections.Counter()
+  for _ in range(30):
+    batch = next(it)
+    counts.update(batch["kind"].tolist())
+  total = sum(counts.values())
+  assert abs(counts[0] / total - 0.5) < 0.03 and abs(counts[1] / total - 0.4) < 0.03
+  assert abs(counts[2] / total - 0.1) < 0.03
+  check_batch({k: v for k, v in batch.items() if k != "kind"}, 10, SEQ)
+
+
+def test_deterministic_and_resumable(builder, records):
+  make = lambda: pipeline.build_train_iterator([sources.shapes(records)], builder, {"und": 1, "t2i": 1},
+                                               batch_size=4, seed=3)
+  a, b = make(), make()
+  first = [next(a) for _ in range(3)]
+  for x in first:
+    np.testing.assert_array_equal(x["input_ids"], next(b)["input_ids"])
+  state = a.get_state()
+  expected = [next(a) for _ in range(3)]
+  resumed = make()
+  resumed.set_state(json.loads(json.dumps(state)))  # the state survives serialisation
+  for x in expected:
+    y = next(resumed)
+    for k in x:
+      np.testing.assert_array_equal(x[k], y[k])
+  other_seed = pipeline.build_train_iterator([sources.shapes(records)], builder, {"und": 1, "t2i": 1},
+                                             batch_size=4, seed=4)
+  assert not np.array_equal(next(other_seed)["input_ids"], first[0]["input_ids"])
+
+
+def test_multi_process_shards_are_disjoint(builder, records):
+  rows = {}
+  for pid in range(2):
+    it = pipeline.build_train_iterator([sources.shapes(records)], builder, {"t2i": 1}, batch_size=4, seed=0,
+                                       process_index=pid, process_count=2)
+    rows[pid] = [next(it)["gen_pixels"] for _ in range(2)]
+  single = pipeline.build_train_iterator([sources.shapes(records)], builder, {"t2i": 1}, batch_size=8, seed=0)
+  ref = np.concatenate([next(single)["gen_pixels"] for _ in range(2)])
+  interleaved = np.stack([x for pair in zip(np.concatenate(rows[0]), np.concatenate(rows[1])) for x in pair])
+  np.testing.assert_array_equal(interleaved, ref)
+
+
+def test_bad_mixtures(builder, records):
+  with pytest.raises(ValueError, match="Unknown mixture kind"):
+    pipeline.build_train_dataset([sources.shapes(records)], builder, {"gen": 1}, batch_size=2)
+  with pytest.raises(ValueError, match="no positive weight"):
+    pipeline.build_train_dataset([sources.shapes(records)], builder, {"und": 0}, batch_size=2)
+
+
+def test_pairs_array_record_roundtrip(builder, tmp_path):
+  lines = []
+  for i in range(3):
+    Image.fromarray(np.full((12 + i, 20, 3), 60 * i, np.uint8)).save(tmp_path / f"{i}.png")
+    lines.append(json.dumps({"image": f"{i}.png", "text": f"picture number {i}"}))
+  (tmp_path / "pairs.jsonl").write_text("\n".join(lines))
+  n = sources.write_pairs(str(tmp_path / "pairs.jsonl"), str(tmp_path / "pairs.array_record"))
+  assert n == 3
+  adapter = sources.adapter_from_config({"kind": "pairs", "paths": str(tmp_path / "pairs.array_record")})
+  rec = adapter.source[2]
+  assert rec["text"] == "picture number 2" and sources._image(rec["image"]).shape == (14, 20, 3)
+  it = pipeline.build_train_iterator([adapter], builder, {"t2i": 1, "und": 1}, batch_size=2)
+  assert next(it)["input_ids"].shape == (2, SEQ)
+  (tmp_path / "bad.jsonl").write_text(json.dumps({"image": "missing.png", "text": "x"}))
+  with pytest.raises(ValueError, match="missing.png"):
+    sources.write_pairs(str(tmp_path / "bad.jsonl"), str(tmp_path / "bad.array_record"))
+
+
+@pytest.mark.parametrize("name", ["coco_captions", "imagenet2012"])
+def test_tfds_real_data_adapters_on_mock_data(builder, name):
+  tfds = pytest.importorskip("tensorflow_datasets")
+  with tfds.testing.mock_data(num_examples=4, policy=tfds.testing.MockPolicy.USE_CODE):
+    adapter = sources.adapter_from_config({"kind": name, "split": "train"})
+    it = pipeline.build_train_iterator([adapter], builder, {"t2i": 1}, batch_size=2)
+    batch = next(it)
+  assert batch["has_gen_image"].all() and batch["gen_pixels"].shape == (2, 16, 16, 3)
