@@ -139,3 +139,16 @@ def test_tfds_real_data_adapters_on_mock_data(builder, name):
     it = pipeline.build_train_iterator([adapter], builder, {"t2i": 1}, batch_size=2)
     batch = next(it)
   assert batch["has_gen_image"].all() and batch["gen_pixels"].shape == (2, 16, 16, 3)
+
+
+def test_shapes_tfds_source_through_the_pipeline(builder, tmp_path):
+  from janus_jax.data.shapes_tfds import prepare_shapes
+  prepare_shapes(str(tmp_path), config_name="tiny")
+  adapter = sources.adapter_from_config({"kind": "shapes", "tfds_name": "janus_shapes/tiny",
+                                         "data_dir": str(tmp_path), "split": "train"})
+  it = pipeline.build_train_iterator([adapter], builder, {"und": 1, "text": 1, "t2i": 1}, batch_size=6)
+  batch = next(it)
+  assert sorted(batch["kind"].tolist()) == [0, 0, 1, 1, 2, 2]
+  with pytest.raises(FileNotFoundError, match="not prepared"):
+    sources.adapter_from_config({"kind": "shapes", "tfds_name": "janus_shapes/default",
+                                 "data_dir": str(tmp_path / "empty")})
