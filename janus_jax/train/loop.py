@@ -1,0 +1,195 @@
+"""`train(config, workdir)`: the Janus training loop (any stage, any mesh), resumable and preemption-safe.
+
+Order of events: mesh -> tokenizer -> grain iterator -> train state (resume from the workdir's latest checkpoint,
+else `config.init_from` (partial load of a converted checkpoint), else random init) -> compiled step -> loop
+(metrics, progress line, sample grids, NaN guard, checkpoints every K steps and on SIGTERM) -> final checkpoint.
+
+Config keys read here (besides model / optim / train / input / mesh / sharding_rules used by the parts):
+  seed, template, init_from (dir of a janus_jax checkpoint or None),
+  input.tokenizer (dir or file), input.system_prompt,
+  train.num_steps, train.log_every, train.checkpoint_every, train.keep_checkpoints, train.sample_every,
+  train.sample_prompts (list[str]), train.sample_cfg_weight.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from janus_jax import sharding as sharding_lib
+from janus_jax.data import pipeline, sources
+from janus_jax.data.examples import RowBuilder, RowSpec
+from janus_jax.models.configs import JanusConfig
+from janus_jax.processing.tokenizer import Tokenizer, load_tokenizer
+from janus_jax.train import state as state_lib, step as step_lib
+from janus_jax.train.batch import OPTIONAL, REQUIRED
+from janus_jax.train.checkpoint import Checkpointer
+from janus_jax.train.metrics import MetricsWriter, Progress, check_finite
+
+BATCH_KEYS = tuple(REQUIRED) + tuple(OPTIONAL)
+
+
+def _get(cfg: Any, key: str, default=None):
+  try:
+    value = cfg.get(key, default) if hasattr(cfg, "get") else getattr(cfg, key, default)
+  except AttributeError:
+    return default
+  return default if value is None and default is not None else value
+
+
+def model_config(config) -> JanusConfig:
+  model = config.model.to_dict() if hasattr(config.model, "to_dict") else dict(config.model)
+  return JanusConfig.from_dict(model)
+
+
+def row_builder(config, cfg: JanusConfig, tokenizer: Tokenizer) -> RowBuilder:
+  spec = RowSpec(seq_len=int(config.input.seq_len), num_image_tokens=cfg.num_image_tokens,
+                 und_image_size=cfg.vision.image_size, gen_image_size=cfg.gen_grid * cfg.vq.downsample,
+                 template=_get(config, "template", "deepseek"),
+                 system_prompt=_get(config.input, "system_prompt", ""))
+  return RowBuilder(tokenizer, spec)
+
+
+def data_iterator(config, cfg: JanusConfig, tokenizer: Tokenizer, split: str = "train"):
+  """This process's grain iterator over the configured sources and mixture."""
+  adapters = [sources.adapter_from_config(dict(s), split=split) for s in config.input.sources]
+  if not adapters:
+    raise ValueError("config.input.sources is empty: add at least one source, e.g. dict(kind='shapes', "
+                     "tfds_name='janus_shapes/default', data_dir=...).")
+  global_batch = int(config.input.batch_size)
+  if global_batch % jax.process_count():
+    raise ValueError(f"input.batch_size={global_batch} is not divisible by the {jax.process_count()} processes.")
+  return pipeline.build_train_iterator(
+      adapters, row_builder(config, cfg, tokenizer), dict(config.input.mixture),
+      batch_size=global_batch // jax.process_count(), seed=int(_get(config, "seed", 0)),
+      process_index=jax.process_index(), process_count=jax.process_count())
+
+
+def global_batch(local: Mapping[str, np.ndarray], batch_sharding) -> dict[str, jax.Array]:
+  """This process's rows -> global jax.Arrays sharded over the data axes (drops non-batch keys like `kind`)."""
+  return {k: jax.make_array_from_process_local_data(batch_sharding, np.asarray(v))
+          for k, v in local.items() if k in BATCH_KEYS}
+
+
+def partial_init(params: Any, loaded: Any, prefix: str = "") -> tuple[Any, dict[str, list[str]]]:
+  """Copies every param of `loaded` whose path and shape match into `params` (fine-tuning from a checkpoint).
+
+  Returns (params, report) with the '/'-joined paths that were `loaded`, `kept` (absent from the checkpoint)
+  and `mismatched` (present with another shape: kept random, reported).
+  """
+  report = {"loaded": [], "kept": [], "mismatched": []}
+
+  def walk(p, l, path):
+    if not isinstance(p, Mapping):
+      if l is None:
+        report["kept"].append(path)
+        return p
+      if tuple(np.shape(l)) != tuple(p.shape):
+        report["mismatched"].append(f"{path}: checkpoint {tuple(np.shape(l))} vs model {tuple(p.shape)}")
+        return p
+      report["loaded"].append(path)
+      return jnp.asarray(l, p.dtype)
+    return {k: walk(v, (l or {}).get(k) if isinstance(l, Mapping) else None, f"{path}/{k}" if path else k)
+            for k, v in p.items()}
+
+  return walk(params, loaded, prefix), report
+
+
+def _initial_params(config, cfg: JanusConfig, rng):
+  """Random params, overwritten by `config.init_from` where paths and shapes match."""
+  params = state_lib._jitted_init(cfg)(rng)  # pylint: disable=protected-access
+  init_from = _get(config, "init_from")
+  if not init_from:
+    return params, None
+  from janus_jax.checkpoint import store  # pylint: disable=import-outside-toplevel
+  from janus_jax.models import param_layout  # pylint: disable=import-outside-toplevel
+  loaded, loaded_cfg = store.load_checkpoint(init_from)
+  loaded, _ = param_layout.for_training(loaded, loaded_cfg)
+  return partial_init(params, loaded)
+
+
+def sample_images(params, cfg: JanusConfig, tokenizer: Tokenizer, template: str, prompts, *, cfg_weight: float,
+                  seed: int = 0) -> np.ndarray:
+  """uint8[len(prompts), H, W, 3]: one CFG sample per prompt with the current params."""
+  from janus_jax.api import JanusPipeline  # pylint: disable=import-outside-toplevel
+  pipe = JanusPipeline(params, cfg, tokenizer, template)
+  return pipe.generate(list(prompts), cfg_weight=cfg_weight, seed=seed).images
+
+
+def train(config, workdir: str, *, verbose: bool = True) -> state_lib.TrainState:
+  """Trains as configured; resumes from `<workdir>/checkpoints` when present. Returns the final state."""
+  cfg = model_config(config)
+  os.makedirs(workdir, exist_ok=True)
+  mesh = sharding_lib.make_mesh([tuple(x) for x in config.mesh])
+  rules = [tuple(r) for r in config.sharding_rules]
+  tokenizer = load_tokenizer(config.input.tokenizer)
+  data_iter = data_iterator(config, cfg, tokenizer)
+  num_steps = int(config.train.num_steps)
+  seed = int(_get(config, "seed", 0))
+
+  shardings = state_lib.state_shardings(cfg, config.optim, mesh, rules)
+  abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                          state_lib.abstract_state(cfg, config.optim), shardings)
+  ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), save_every=int(_get(config.train, "checkpoint_every", 0)),
+                      keep=int(_get(config.train, "keep_checkpoints", 3)))
+  restored = ckpt.restore_latest(abstract, data_iter)
+  if restored is not None:
+    state, start = restored
+    if verbose:
+      print(f"resumed from {ckpt.directory} at step {start}", flush=True)
+  else:
+    params, report = _initial_params(config, cfg, jax.random.PRNGKey(seed))
+    if report is not None and verbose:
+      print(f"init_from {config.init_from}: {len(report['loaded'])} params loaded, {len(report['kept'])} kept "
+            f"random, {len(report['mismatched'])} mismatched {report['mismatched'][:5]}", flush=True)
+    state = jax.device_put(state_lib.create_train_state(cfg, config.optim, params=params), shardings)
+    start = 0
+  config_dict = json.loads(config.to_json_best_effort()) if hasattr(config, "to_json_best_effort") else None
+
+  step_fn = step_lib.make_train_step(cfg, config.train)
+  batch_sharding = step_lib.batch_sharding(mesh)
+  run = step_lib.compile_train_step(step_fn, shardings, batch_sharding, mesh, rules)
+  writer = MetricsWriter(workdir)
+  progress = Progress(num_steps, start)
+  log_every = int(_get(config.train, "log_every", 50))
+  sample_every = int(_get(config.train, "sample_every", 0))
+  prompts = list(_get(config.train, "sample_prompts", []) or [])
+  rng = jax.random.PRNGKey(seed + 1)
+  last_saved = ckpt.latest_step()
+  step = start
+  try:
+    while step < num_steps:
+      batch = global_batch(next(data_iter), batch_sharding)
+      state, metrics = run(state, batch, rng)
+      step += 1
+      if step % log_every == 0 or step == num_steps:
+        values = {k: float(v) for k, v in jax.device_get(metrics).items()}
+        check_finite(step, {"loss": values["loss"], "grad_norm": values["grad_norm"]}, last_saved)
+        writer.scalars(step, {f"train/{k}": v for k, v in values.items()})
+        if verbose:
+          print(progress.line(step, {k: values[k] for k in ("loss", "loss_text", "loss_image", "lr")}), flush=True)
+      if sample_every and prompts and (step % sample_every == 0 or step == num_steps):
+        from janus_jax.cli import image_grid  # pylint: disable=import-outside-toplevel
+        images = sample_images(state.params, cfg, tokenizer, _get(config, "template", "deepseek"), prompts,
+                               cfg_weight=float(_get(config.train, "sample_cfg_weight", 5.0)), seed=step)
+        grid = image_grid(images)
+        from PIL import Image  # pylint: disable=import-outside-toplevel
+        Image.fromarray(grid).save(os.path.join(workdir, f"samples_{step:06d}.png"))
+        writer.images(step, {"samples": grid[None]})
+      if ckpt.maybe_save(step, state, data_iter, config_dict):
+        last_saved = step
+      if ckpt.preempted.is_set():
+        if verbose:
+          print(f"SIGTERM: checkpoint written at step {step}; exiting.", flush=True)
+        break
+    if step == num_steps and ckpt.latest_step() != step:
+      ckpt.save(step, state, data_iter, config_dict)
+  finally:
+    ckpt.close()
+    writer.close()
+  return state
