@@ -20,7 +20,7 @@ test: install
 
 ## Run the main job on the embedded default data (prints where it wrote its outputs).
 demo: install
-	$(PY) -m janus_jax.demo --workdir=$(or $(WORKDIR),workdir/demo)
+	$(PY) -m janus_jax.main --config=experiments/shapes_demo.py --workdir=$(or $(WORKDIR),workdir/demo)
 
 ## Benchmark the compiled AR image decode against transformers on the same random config.
 bench: install

@@ -4,6 +4,8 @@
   janus-jax understand --checkpoint DIR --image PATH --question TEXT [--greedy | --temperature T --top-p P]
   janus-jax generate   --checkpoint DIR --prompt TEXT --num-images N [--cfg-weight W --temperature T --seed S]
                        --out DIR [--save-tokens FILE.npy] [--greedy]
+  janus-jax eval       --checkpoint DIR --data-dir DIR [--tfds-name janus_shapes/default] --out eval.json
+Training: python -m janus_jax.main --config=experiments/<x>.py[:arg] --workdir=DIR
 """
 from __future__ import annotations
 
@@ -27,6 +29,17 @@ def _understand(args) -> int:
   answers = pipe.understand([args.image], [args.question], greedy=args.greedy, max_new_tokens=args.max_new_tokens,
                             temperature=args.temperature, top_p=args.top_p, seed=args.seed)
   print(answers[0])
+  return 0
+
+
+def _eval(args) -> int:
+  from janus_jax.evals.run import evaluate_checkpoint, write_json
+  results = evaluate_checkpoint(args.checkpoint, args.data_dir, args.tfds_name, n_per_category=args.n_per_category,
+                                num_questions=args.num_questions, cfg_weight=args.cfg_weight,
+                                temperature=args.temperature, seed=args.seed)
+  write_json(results, args.out)
+  print(f"generation overall {results['generation']['overall']:.3f}, understanding overall "
+        f"{results['understanding']['overall']:.3f}; details in {args.out}")
   return 0
 
 
@@ -100,6 +113,18 @@ def build_parser() -> argparse.ArgumentParser:
   g.add_argument("--dtype", default=None, choices=["float32", "bfloat16"])
   g.add_argument("--quiet", action="store_true")
   g.set_defaults(fn=_generate)
+
+  e = sub.add_parser("eval", help="Shapes-GenEval + understanding accuracy of a checkpoint (JSON)")
+  e.add_argument("--checkpoint", required=True)
+  e.add_argument("--data-dir", required=True, help="data_dir holding the prepared janus_shapes dataset")
+  e.add_argument("--tfds-name", default="janus_shapes/default")
+  e.add_argument("--n-per-category", type=int, default=25)
+  e.add_argument("--num-questions", type=int, default=300)
+  e.add_argument("--cfg-weight", type=float, default=5.0)
+  e.add_argument("--temperature", type=float, default=1.0)
+  e.add_argument("--seed", type=int, default=0)
+  e.add_argument("--out", default="eval.json")
+  e.set_defaults(fn=_eval)
   return p
 
 

@@ -415,3 +415,13 @@ def test_to_uint8_and_normalize():
   image = _random_image(16, 16)
   diff = image.astype(int) - P.to_uint8(P.normalize(image))
   assert diff.min() >= 0 and diff.max() <= 1
+
+
+def test_decode_drops_ids_beyond_the_tokenizer(tmp_path):
+  """Model vocabularies can be padded past the tokenizer (Janus: 102400 rows); such ids decode to nothing."""
+  from janus_jax.data.prepare import train_shapes_tokenizer
+  from janus_jax.data.shapes import ShapesSpec
+  from janus_jax.processing.tokenizer import load_tokenizer
+  sp = load_tokenizer(train_shapes_tokenizer(str(tmp_path), ShapesSpec(), num_scenes=50))
+  ids = sp.encode("a red circle", add_bos=False)
+  assert sp.decode(ids + [sp.vocab_size + 7, -1]) == sp.decode(ids) == "a red circle"

@@ -72,6 +72,12 @@ class Tokenizer(abc.ABC):
   def decode(self, ids: Iterable[int], skip_special_tokens: bool = True) -> str:
     """Text of `ids` (any iterable of ints, e.g. `int32[T]`)."""
 
+  def _known(self, ids: Iterable[int]) -> list[int]:
+    """ids with those outside [0, vocab_size) dropped: a model's embedding table may be larger than its tokenizer
+    (Janus: 102400 rows for ~100k tokens), and a sampled id in that padding decodes to nothing."""
+    n = self.vocab_size
+    return [i for i in _as_int_list(ids) if 0 <= i < n]
+
   @abc.abstractmethod
   def _lookup(self, token: str) -> int | None:
     """Id of `token`, or None when the vocabulary lacks it."""
@@ -209,7 +215,7 @@ class HFTokenizer(Tokenizer):
     return [_with_bos(e.ids, self._bos, add_bos) for e in encodings]
 
   def decode(self, ids: Iterable[int], skip_special_tokens: bool = True) -> str:
-    return self._tok.decode(_as_int_list(ids), skip_special_tokens=skip_special_tokens)
+    return self._tok.decode(self._known(ids), skip_special_tokens=skip_special_tokens)
 
   def _lookup(self, token: str) -> int | None:
     return self._tok.token_to_id(token)
@@ -277,7 +283,7 @@ class SentencePieceTokenizer(Tokenizer):
 
   def decode(self, ids: Iterable[int], skip_special_tokens: bool = True) -> str:
     pieces, run = [], []
-    for idx in _as_int_list(ids):
+    for idx in self._known(ids):
       if idx not in self._special_id_set:
         run.append(idx)
         continue

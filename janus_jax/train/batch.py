@@ -27,6 +27,8 @@ Optional:
                                  stay valid (attended), as in the official unconditional rows.
   segment_ids      int32[B, T]   packed sequences: a token attends only to earlier tokens of the same segment.
                                  Without it every row is one causal sequence (packed documents see each other).
+  kind             int32[B]      row kind index (`janus_jax.data.sources.KINDS`: 0 und, 1 t2i, 2 text) as the data
+                                 pipeline emits it; informational, the step ignores it.
 
 Loss: total = (sum text CE + sum image CE) / (number of supervised tokens), no task weights (Janus paper).
 """
@@ -53,6 +55,7 @@ OPTIONAL = {
     "has_gen_image": ("b", 1, "bool[B]"),
     "cfg_drop_mask": ("b", 2, "bool[B, T]"),
     "segment_ids": ("i", 2, "int32[B, T]"),
+    "kind": ("i", 1, "int32[B]"),
 }
 ROW_KINDS = ("und", "t2i", "text")
 

@@ -100,12 +100,17 @@ def partial_init(params: Any, loaded: Any, prefix: str = "") -> tuple[Any, dict[
   return walk(params, loaded, prefix), report
 
 
-def _initial_params(config, cfg: JanusConfig, rng):
-  """Random params, overwritten by `config.init_from` where paths and shapes match."""
-  params = state_lib._jitted_init(cfg)(rng)  # pylint: disable=protected-access
+def _initial_state(config, cfg: JanusConfig, shardings, rng):
+  """Fresh sharded state: random params (created sharded), overwritten by `config.init_from` where paths and
+  shapes match. Returns (state, partial-init report or None)."""
   init_from = _get(config, "init_from")
   if not init_from:
-    return params, None
+    return state_lib.create_sharded_train_state(cfg, config.optim, shardings, rng=rng), None
+  params, report = _init_from(init_from, state_lib.init_model_params(cfg, rng))
+  return state_lib.create_sharded_train_state(cfg, config.optim, shardings, params=params), report
+
+
+def _init_from(init_from: str, params):
   from janus_jax.checkpoint import store  # pylint: disable=import-outside-toplevel
   from janus_jax.models import param_layout  # pylint: disable=import-outside-toplevel
   loaded, loaded_cfg = store.load_checkpoint(init_from)
@@ -143,11 +148,10 @@ def train(config, workdir: str, *, verbose: bool = True) -> state_lib.TrainState
     if verbose:
       print(f"resumed from {ckpt.directory} at step {start}", flush=True)
   else:
-    params, report = _initial_params(config, cfg, jax.random.PRNGKey(seed))
+    state, report = _initial_state(config, cfg, shardings, jax.random.PRNGKey(seed))
     if report is not None and verbose:
       print(f"init_from {config.init_from}: {len(report['loaded'])} params loaded, {len(report['kept'])} kept "
             f"random, {len(report['mismatched'])} mismatched {report['mismatched'][:5]}", flush=True)
-    state = jax.device_put(state_lib.create_train_state(cfg, config.optim, params=params), shardings)
     start = 0
   config_dict = json.loads(config.to_json_best_effort()) if hasattr(config, "to_json_best_effort") else None
 

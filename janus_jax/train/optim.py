@@ -20,7 +20,8 @@ Config (`config.optim`, every key optional except `lr`; unknown keys raise):
   frozen         list of regexes: matching params are frozen (applied after `trainable`)
 Every regex must match at least one param (typo protection). Frozen params get `optax.set_to_zero()` through
 `optax.multi_transform`: their optimizer state is empty, and the train step leaves them bit-identical and does not
-even compute their gradients.
+even compute their gradients. The returned transformation is a `KeyedTransformation` (equal when built from the
+same config and param tree), so it can be static data of `TrainState` without breaking jit caching.
 """
 from __future__ import annotations
 
@@ -169,8 +170,32 @@ def make_optimizer(optim_cfg, params) -> tuple[optax.GradientTransformation, Cal
     chain.append(optax.add_decayed_weights(float(c["weight_decay"]), mask=decay_mask_fn(c["decay_pattern"])))
   chain.append(optax.scale_by_learning_rate(schedule))
   tx = optax.multi_transform({TRAINABLE: optax.chain(*chain), FROZEN: optax.set_to_zero()}, labels)
-  return tx, schedule
+  key = (repr(sorted((k, repr(v)) for k, v in c.items())), str(jax.tree.structure(params)))
+  return KeyedTransformation.wrap(tx, key, schedule), schedule
 
 
-__all__ = ["DEFAULTS", "STAGES", "stage_trainable", "resolve_config", "make_schedule", "param_paths",
-           "trainable_mask", "decay_mask_fn", "make_optimizer"]
+class KeyedTransformation(optax.GradientTransformation):
+  """An optax transformation that compares and hashes by the config that built it (not by closure identity).
+
+  It is static data of `TrainState`, so two states built from the same config (e.g. the abstract state used for
+  shardings and the real one) have equal tree structures and share compiled steps. `schedule` is the lr schedule.
+  """
+
+  @classmethod
+  def wrap(cls, tx: optax.GradientTransformation, key, schedule=None) -> "KeyedTransformation":
+    out = cls(tx.init, tx.update)
+    out.key, out.schedule = key, schedule
+    return out
+
+  def __eq__(self, other):
+    return isinstance(other, KeyedTransformation) and self.key == other.key
+
+  def __ne__(self, other):
+    return not self == other
+
+  def __hash__(self):
+    return hash(self.key)
+
+
+__all__ = ["DEFAULTS", "STAGES", "KeyedTransformation", "stage_trainable", "resolve_config", "make_schedule",
+           "param_paths", "trainable_mask", "decay_mask_fn", "make_optimizer"]

@@ -1,0 +1,99 @@
+r"""Janus / Janus-Pro three-stage training: model, optimizer, step, data mixture and mesh per stage.
+
+  --config=experiments/janus_stages.py:stage=2,family=janus_pro,size=1b
+  arg: stage=1|2|3, family=janus|janus_pro, size=shapes|1_3b|1b|7b (janus: shapes, 1_3b; janus_pro: shapes, 1b, 7b),
+       dtype (default bfloat16 for released sizes, float32 for shapes), scan, remat.
+
+Released sizes carry the papers' hyper-parameters (janus_models.md 5.1 / 5.2; AdamW(0.9, 0.95), clip 1.0):
+  Janus       stage   lr     schedule  wd   warm-up  steps  batch  und:text:gen
+              1       1e-3   cosine    0    300      10k    256    1:0:1
+              2       1e-4   constant  0    5000     180k   512    2:3:5   (ImageNet-only for the first 120k steps)
+              3       2e-5   constant  0.1  0        24k    256    7:3:10
+  Janus-Pro   1       1e-3   constant  0    600      20k    256    1:0:3
+              2       1e-4   constant  0    5000     360k   512    2:3:5   (early-stopped at 270k)
+              3       4e-5   constant  0    0        80k/40k (1B/7B)  128  5:1:4
+Trainable sets (`janus_jax.train.optim.stage_trainable`): 1 = both aligners + gen_head + gen_embed;
+2 = all but SigLIP and the VQ; 3 = all but the VQ. CFG dropout 0.1 (prompt -> pad), sequences of 4096 tokens.
+
+`size=shapes` is the CPU / single-GPU variant: the tiny model (`configs.models.janus_tiny`), batch 32 of 64
+tokens, 300 steps, short warm-up and learning rates raised for a small model trained from scratch, same
+schedules, weight decay and trainable sets. `train.num_steps` and `optim.total_steps` are one reference:
+overriding either changes both.
+"""
+import ml_collections
+
+from janus_jax import sharding
+from janus_jax.configs import common, hyper, models
+from janus_jax.train.optim import stage_trainable
+
+# family -> stage -> (lr, schedule, weight_decay, warmup_steps, steps, batch, (und, text, gen)).
+PAPER = {
+    "janus": {
+        1: (1e-3, "cosine", 0.0, 300, 10_000, 256, (1, 0, 1)),
+        2: (1e-4, "constant", 0.0, 5000, 180_000, 512, (2, 3, 5)),
+        3: (2e-5, "constant", 0.1, 0, 24_000, 256, (7, 3, 10)),
+    },
+    "janus_pro": {
+        1: (1e-3, "constant", 0.0, 600, 20_000, 256, (1, 0, 3)),
+        2: (1e-4, "constant", 0.0, 5000, 360_000, 512, (2, 3, 5)),
+        3: (4e-5, "constant", 0.0, 0, 80_000, 128, (5, 1, 4)),  # 40k steps for the 7B.
+    },
+}
+SHAPES_LR = {1: 2e-3, 2: 1e-3, 3: 5e-4}
+SIZES = {"janus": ("shapes", "1_3b"), "janus_pro": ("shapes", "1b", "7b")}
+MODELS = {"shapes": models.janus_tiny, "1_3b": models.janus_1_3b, "1b": models.janus_pro_1b, "7b": models.janus_pro_7b}
+# The tokenizer's pad id (resolve it from the tokenizer when in doubt): tiny test tokenizer 0; janus_models.md 1.9.
+PAD_ID = {"shapes": 0, "1_3b": 100015, "1b": 100002, "7b": 100015}
+
+
+def get_config(arg=None):
+  arg = common.parse_arg(arg, stage=1, family="janus_pro", size="shapes", dtype="auto", scan=True, remat="auto")
+  if arg.family not in SIZES:
+    raise ValueError(f"Unknown family {arg.family!r}; valid families: {sorted(SIZES)}.")
+  if arg.size not in SIZES[arg.family]:
+    raise ValueError(f"Size {arg.size!r} does not exist for family {arg.family!r}; valid sizes: "
+                     f"{list(SIZES[arg.family])}.")
+  if arg.stage not in PAPER[arg.family]:
+    raise ValueError(f"Unknown stage {arg.stage!r}; valid stages: 1, 2, 3.")
+  shapes = arg.size == "shapes"
+  lr, schedule, wd, warmup, steps, batch, (und, text, gen) = PAPER[arg.family][arg.stage]
+  if arg.family == "janus_pro" and arg.stage == 3 and arg.size == "7b":
+    steps = 40_000
+  if shapes:
+    lr, warmup, steps, batch = SHAPES_LR[arg.stage], min(warmup, 20), 300, 32
+  dtype = arg.dtype if arg.dtype != "auto" else ("float32" if shapes else "bfloat16")
+  remat = arg.remat if arg.remat != "auto" else ("none" if shapes else "dots_with_no_batch_dims_saveable")
+
+  c = ml_collections.ConfigDict()
+  c.model = MODELS[arg.size]()
+  for part in ("llm", "vision", "aligner", "vq", "gen_aligner", "gen_head"):
+    c.model[part].dtype = dtype
+  for part in ("llm", "vision"):
+    c.model[part].scan_layers = arg.scan
+    c.model[part].remat_policy = remat
+
+  num_steps = ml_collections.FieldReference(steps)
+  c.optim = ml_collections.ConfigDict(dict(
+      lr=lr, schedule=schedule, warmup_steps=warmup, end_lr_factor=0.0, b1=0.9, b2=0.95, eps=1e-8,
+      weight_decay=wd, grad_clip_norm=1.0, **stage_trainable(arg.stage)))
+  c.optim.total_steps = num_steps
+
+  c.train = ml_collections.ConfigDict(dict(grad_accum_steps=1, cfg_dropout=0.1, pad_id=PAD_ID[arg.size]))
+  c.train.num_steps = num_steps
+
+  c.input = ml_collections.ConfigDict(dict(
+      batch_size=batch,  # Global.
+      seq_len=64 if shapes else 4096,
+      mixture=dict(und=und, text=text, t2i=gen),  # Kinds of janus_jax.data.sources.KINDS.
+      # Entries for janus_jax.data.sources.adapter_from_config; set your own data for the released sizes.
+      sources=[dict(kind="shapes")] if shapes else []))
+
+  c.mesh = list(sharding.DEFAULT_MESH) if shapes else [("data", 1), ("fsdp", -1), ("tensor", 1)]
+  c.sharding_rules = list(sharding.DEFAULT_RULES)
+  return c
+
+
+def get_hyper(h=hyper):
+  """A small learning-rate sweep of the Shapes stage-1 run."""
+  return h.product([h.fixed("config_arg", "stage=1,size=shapes"),
+                    h.sweep("config.optim.lr", [1e-3, 2e-3, 4e-3])])

@@ -1,0 +1,64 @@
+r"""The main job on the embedded default (`make demo`): Shapes -> VQ tokenizer -> small Janus -> Shapes-GenEval.
+
+  python -m janus_jax.main --config=experiments/shapes_demo.py --workdir=workdir/demo --mode=all
+  arg: fast (a tiny smoke run for tests/CI), data_config (janus_shapes builder config, default "default").
+
+Budget: <= 15 minutes on 2 CPU cores after installation. Everything trains from scratch: the VQ tokenizer first
+(reconstruction + codebook + commitment losses), then every Janus part except the VQ (stage-III-style trainable
+set) on a mixture of understanding, text-to-image and text rows with CFG dropout 0.1.
+"""
+import ml_collections
+
+from janus_jax import sharding
+from janus_jax.configs import common
+from janus_jax.train.optim import stage_trainable
+
+SAMPLE_PROMPTS = ["a red circle", "two blue squares", "a green triangle left of a yellow circle",
+                  "a purple square above a cyan triangle"]
+
+
+def get_config(arg=None):
+  arg = common.parse_arg(arg, fast=False, data_config="default")
+  fast = arg.fast
+  c = ml_collections.ConfigDict()
+  c.mode = "all"
+  c.seed = 0
+  c.template = "deepseek"
+  c.init_from = None
+  c.data = dict(data_dir=None, config_name="tiny" if fast else arg.data_config, vocab_size=512)
+
+  vq = dict(codebook_size=256, codebook_dim=8, base_channels=32, channel_mult=(1, 2, 2, 2), z_channels=32,
+            num_res_blocks=1, num_groups=8)
+  c.vq = dict(model=vq, steps=4 if fast else 600, batch_size=32, lr=2e-3, num_images=64 if fast else 8000)
+
+  hidden = 64 if fast else 192
+  c.model = dict(
+      llm=dict(vocab_size=512, hidden_size=hidden, intermediate_size=2 * hidden if fast else 512,
+               num_layers=2 if fast else 3, num_heads=4, num_kv_heads=4, max_position_embeddings=256),
+      vision=dict(image_size=32, patch_size=8, width=64 if fast else 128, depth=1 if fast else 2, num_heads=4,
+                  mlp_dim=128 if fast else 256),
+      aligner=dict(kind="mlp_gelu", input_dim=64 if fast else 128, output_dim=hidden, depth=2),
+      vq=vq,
+      gen_aligner=dict(kind="mlp_gelu", input_dim=8, output_dim=hidden, depth=2),
+      gen_head=dict(n_embed=hidden, image_token_embed=hidden, image_token_size=256),
+      gen_embed_dim=8,
+      generation_mode="ar_vq")
+
+  steps = ml_collections.FieldReference(4 if fast else 1200)
+  c.optim = ml_collections.ConfigDict(dict(lr=2e-3, schedule="cosine", warmup_steps=2 if fast else 60,
+                                           end_lr_factor=0.05, weight_decay=0.0, grad_clip_norm=1.0,
+                                           **stage_trainable(3)))
+  c.optim.total_steps = steps
+  c.train = ml_collections.ConfigDict(dict(
+      grad_accum_steps=1, cfg_dropout=0.1, pad_id=None,  # pad_id comes from the tokenizer at run time
+      log_every=1 if fast else 50, checkpoint_every=0 if fast else 400, keep_checkpoints=2,
+      sample_every=0 if fast else 400, sample_prompts=SAMPLE_PROMPTS, sample_cfg_weight=5.0))
+  c.train.num_steps = steps
+  c.input = ml_collections.ConfigDict(dict(
+      batch_size=8 if fast else 32, seq_len=96, mixture=dict(und=1.0, text=0.1, t2i=1.0), system_prompt="",
+      sources=[], tokenizer=""))  # sources and tokenizer are filled in by the main job after data preparation
+  c.eval = dict(n_per_category=4 if fast else 25, num_questions=16 if fast else 300, cfg_weight=5.0,
+                temperature=1.0)
+  c.mesh = list(sharding.DEFAULT_MESH)
+  c.sharding_rules = list(sharding.DEFAULT_RULES)
+  return c

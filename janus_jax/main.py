@@ -1,0 +1,179 @@
+r"""Entry point: `python -m janus_jax.main --config=experiments/<x>.py[:arg] --workdir=DIR [--mode=...]`.
+
+Modes:
+  train  (default for stage configs) `janus_jax.train.loop.train(config, workdir)`.
+  all    the embedded-default main job (configs with a `data` and `vq` section, e.g. experiments/shapes_demo.py):
+         prepare Shapes + tokenizer -> train the VQ tokenizer -> train Janus on the mixture -> export a janus_jax
+         checkpoint -> evaluate the untrained and the trained model (Shapes-GenEval + understanding) -> samples.png,
+         eval.json, TensorBoard logs under the workdir. Every step resumes from what the workdir already holds.
+  prepare / vq / eval: one step of `all`.
+Any config field can be overridden: --config.train.num_steps=100. On several hosts, `jax.distributed.initialize()`
+runs first (set JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID, or let the TPU / SLURM cluster
+environment provide them).
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+
+from absl import app, flags
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "experiments/<name>.py[:arg]", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "where checkpoints, metrics and outputs go")
+_MODE = flags.DEFINE_enum("mode", None, ["all", "prepare", "vq", "train", "eval"], "what to run (default: the "
+                          "config's `mode`, else 'train')")
+
+
+def _maybe_initialize_distributed() -> None:
+  import jax  # pylint: disable=import-outside-toplevel
+  if os.environ.get("JAX_COORDINATOR_ADDRESS") or int(os.environ.get("JAX_NUM_PROCESSES", "1")) > 1:
+    jax.distributed.initialize()
+
+
+def prepare_step(config, workdir: str) -> dict:
+  from janus_jax.data.prepare import prepare  # pylint: disable=import-outside-toplevel
+  data_dir = config.data.data_dir or os.path.join(workdir, "data")
+  return prepare(data_dir, config.data.config_name, config.data.vocab_size)
+
+
+def _images(tfds_name: str, data_dir: str, split: str, num: int):
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  from janus_jax.data.sources import tfds_source  # pylint: disable=import-outside-toplevel
+  src = tfds_source(tfds_name, split, data_dir, per_process=False)
+  return np.stack([np.asarray(src[i]["image"]) for i in range(min(num, len(src)))])
+
+
+def vq_step(config, workdir: str, data: dict):
+  """Trains (or reloads) the VQ tokenizer; returns (params, report)."""
+  from janus_jax.models.configs import VQConfig  # pylint: disable=import-outside-toplevel
+  from janus_jax.train.vq_trainer import train_vq  # pylint: disable=import-outside-toplevel
+  cfg = VQConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in config.vq.model.to_dict().items()})
+  train_images = _images(data["tfds_name"], data["data_dir"], "train", config.vq.num_images)
+  eval_images = _images(data["tfds_name"], data["data_dir"], "validation", 512)
+  params, report = train_vq(cfg, train_images, eval_images, steps=config.vq.steps, batch_size=config.vq.batch_size,
+                            lr=config.vq.lr, workdir=os.path.join(workdir, "vq"), checkpoint_every=config.vq.steps)
+  with open(os.path.join(workdir, "vq", "report.json"), "w") as f:
+    json.dump(report, f, indent=2, default=float)
+  print(f"[vq] {report}", flush=True)
+  return params, report
+
+
+def _initial_checkpoint(config, workdir: str, data: dict, vq_params) -> str:
+  """A janus_jax checkpoint of the randomly initialised model with the trained VQ: `init_from` of training, and
+  the 'untrained' model of the evaluation."""
+  import jax  # pylint: disable=import-outside-toplevel
+  from janus_jax.checkpoint import store  # pylint: disable=import-outside-toplevel
+  from janus_jax.train import loop, state  # pylint: disable=import-outside-toplevel
+  path = os.path.join(workdir, "init_model")
+  if not store.is_checkpoint(path):
+    cfg = loop.model_config(config)
+    params = state.init_model_params(cfg, jax.random.PRNGKey(int(config.seed)))
+    params = dict(params, gen_vision_model=vq_params)
+    store.save_checkpoint(path, params, cfg, tokenizer_dir=data["tokenizer"], extra_info={"template": config.template})
+  return path
+
+
+def _export(config, workdir: str, data: dict, state) -> str:
+  import jax  # pylint: disable=import-outside-toplevel
+  from janus_jax.checkpoint import store  # pylint: disable=import-outside-toplevel
+  from janus_jax.train import loop  # pylint: disable=import-outside-toplevel
+  path = os.path.join(workdir, "model")
+  store.save_checkpoint(path, jax.device_get(state.params), loop.model_config(config),
+                        tokenizer_dir=data["tokenizer"], extra_info={"template": config.template}, overwrite=True)
+  return path
+
+
+def eval_step(config, checkpoint: str, data: dict, name: str) -> dict:
+  from janus_jax.evals.run import evaluate_checkpoint  # pylint: disable=import-outside-toplevel
+  results = evaluate_checkpoint(checkpoint, data["data_dir"], data["tfds_name"],
+                                n_per_category=config.eval.n_per_category, num_questions=config.eval.num_questions,
+                                cfg_weight=config.eval.cfg_weight, temperature=config.eval.temperature,
+                                seed=int(config.seed))
+  print(f"[eval:{name}] generation overall {results['generation']['overall']:.3f}  understanding overall "
+        f"{results['understanding']['overall']:.3f}", flush=True)
+  return results
+
+
+def run_all(config, workdir: str, mode: str = "all") -> dict:
+  """The main job (see module docstring); returns the summary also written to `<workdir>/eval.json`."""
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  from janus_jax.train import loop  # pylint: disable=import-outside-toplevel
+  t0 = time.time()
+  workdir = os.path.abspath(workdir)
+  os.makedirs(workdir, exist_ok=True)
+  print(f"workdir: {workdir}", flush=True)
+  data = prepare_step(config, workdir)
+  timings = {"prepare": round(time.time() - t0, 1)}
+  if mode == "prepare":
+    return {"data": {k: v for k, v in data.items() if k != "spec"}}
+  from janus_jax.processing.tokenizer import load_tokenizer  # pylint: disable=import-outside-toplevel
+  pad_id = load_tokenizer(data["tokenizer"]).pad_id
+  with config.unlocked():
+    config.input.sources = [dict(kind="shapes", tfds_name=data["tfds_name"], data_dir=data["data_dir"])]
+    config.input.tokenizer = data["tokenizer"]
+    config.train.pad_id = pad_id
+  t = time.time()
+  vq_params, vq_report = vq_step(config, workdir, data)
+  timings["vq"] = round(time.time() - t, 1)
+  if mode == "vq":
+    return {"vq": vq_report}
+  init_ckpt = _initial_checkpoint(config, workdir, data, vq_params)
+  summary = {"vq": vq_report}
+  if mode == "eval" and os.path.isdir(os.path.join(workdir, "model")):
+    summary["trained"] = eval_step(config, os.path.join(workdir, "model"), data, "trained")
+    return summary
+  with config.unlocked():
+    config.init_from = init_ckpt
+  t = time.time()
+  state = loop.train(config, os.path.join(workdir, "janus"))
+  timings["train"] = round(time.time() - t, 1)
+  model_ckpt = _export(config, workdir, data, state)
+  t = time.time()
+  summary["untrained"] = eval_step(config, init_ckpt, data, "untrained")
+  summary["trained"] = eval_step(config, model_ckpt, data, "trained")
+  timings["eval"] = round(time.time() - t, 1)
+  import janus_jax  # pylint: disable=import-outside-toplevel
+  from PIL import Image  # pylint: disable=import-outside-toplevel
+  from janus_jax.cli import image_grid  # pylint: disable=import-outside-toplevel
+  pipe = janus_jax.load(model_ckpt)
+  prompts = list(config.train.sample_prompts)
+  out = pipe.generate(prompts, num_images=4, cfg_weight=config.eval.cfg_weight, seed=0)
+  grid = image_grid(out.images, cols=4)
+  Image.fromarray(grid).resize((grid.shape[1] * 4, grid.shape[0] * 4), Image.NEAREST).save(
+      os.path.join(workdir, "samples.png"))
+  timings["total"] = round(time.time() - t0, 1)
+  summary.update(timings_seconds=timings, prompts=prompts, checkpoint=model_ckpt)
+  with open(os.path.join(workdir, "eval.json"), "w") as f:
+    json.dump(summary, f, indent=2, default=lambda x: float(x) if np.isscalar(x) else str(x))
+  print(json.dumps({"timings_seconds": timings, "trained": {k: summary["trained"][k]["overall"] for k in
+                    ("generation", "understanding")}}, indent=2))
+  print(f"main job done: samples.png, eval.json, checkpoints and TensorBoard logs in {workdir}", flush=True)
+  return summary
+
+
+def quiet_logs() -> None:
+  """Keeps the console to our own progress lines (orbax / TF / tfds log every file operation at INFO)."""
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  from absl import logging  # pylint: disable=import-outside-toplevel
+  logging.set_verbosity(logging.WARNING)
+
+
+def main(argv) -> None:
+  del argv
+  quiet_logs()
+  _maybe_initialize_distributed()
+  config = _CONFIG.value
+  if config is None or _WORKDIR.value is None:
+    raise app.UsageError("--config and --workdir are required.")
+  mode = _MODE.value or config.get("mode", "train")
+  if mode == "train":
+    from janus_jax.train import loop  # pylint: disable=import-outside-toplevel
+    loop.train(config, _WORKDIR.value)
+  else:
+    run_all(config, _WORKDIR.value, mode)
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Run a janus_jax experiment on every worker of a Cloud TPU VM slice (multi-host: jax.distributed is initialised
+# by janus_jax.main from the TPU environment).
+#   launch/tpu_vm.sh NAME ZONE experiments/janus_stages.py:stage=2,size=1b gs://BUCKET/janus/run1 [extra flags]
+set -euo pipefail
+NAME=$1; ZONE=$2; CONFIG=$3; WORKDIR=$4; shift 4
+REPO=${REPO:-https://github.com/your-org/janus_jax}
+gcloud compute tpus tpu-vm ssh "$NAME" --zone "$ZONE" --worker=all --command "
+  set -e
+  [ -d janus_jax ] || git clone $REPO janus_jax
+  cd janus_jax && git pull --ff-only
+  python3 -m pip install -q -e '.[tpu]'
+  python3 -m janus_jax.main --config=$CONFIG --workdir=$WORKDIR $*
+"
