@@ -86,3 +86,25 @@ def test_partial_init_reports_mismatches():
   out, report = loop.partial_init(jax.tree.map(jax.numpy.asarray, params), loaded)
   assert report["loaded"] == ["a"] and len(report["mismatched"]) == 1
   np.testing.assert_array_equal(out["a"], 1.0)
+
+
+def test_non_finite_loss_stops_and_keeps_last_checkpoint(data, tmp_path, monkeypatch):
+  from janus_jax.train import step as step_lib
+  from janus_jax.train.metrics import NonFiniteLossError
+  real = step_lib.make_train_step
+
+  def poisoned(cfg, train_cfg=None, *a, **k):
+    inner = real(cfg, train_cfg, *a, **k)
+
+    def step(state, batch, rng):
+      new_state, metrics = inner(state, batch, rng)
+      bad = jax.numpy.where(state.step >= 2, jax.numpy.nan, 0.0)
+      return new_state, dict(metrics, loss=metrics["loss"] + bad)
+
+    step.grad_accum_steps = inner.grad_accum_steps
+    return step
+
+  monkeypatch.setattr(step_lib, "make_train_step", poisoned)
+  with pytest.raises(NonFiniteLossError, match=r"step 3.*last good checkpoint \(step 2\)"):
+    loop.train(_config(data, 6), str(tmp_path), verbose=False)
+  assert Checkpointer(str(tmp_path / "checkpoints"), save_every=2).latest_step() == 2
