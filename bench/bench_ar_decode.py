@@ -35,7 +35,7 @@ def janus_config(tokens: int, dtype: str = "float32") -> JanusConfig:
               num_res_blocks=1),
       gen_aligner=dict(input_dim=8, output_dim=HIDDEN),
       gen_head=dict(n_embed=HIDDEN, image_token_embed=HIDDEN, image_token_size=CODES)))
-  return cfg if dtype == "float32" else param_layout.with_dtypes(cfg, dtype)
+  return cfg if dtype == "float32" else cfg.with_dtypes(dtype, dtype)
 
 
 def bench_jax(tokens: int, prompts: np.ndarray, repeats: int, dtype: str = "float32") -> tuple[float, np.ndarray]:

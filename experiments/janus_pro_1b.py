@@ -1,26 +1,9 @@
-r"""Janus-Pro-1B: model shape, chat template, sampling defaults and the device mesh.
+r"""Janus-Pro-1B: model shape, chat template (deepseek), sampling defaults and the device mesh.
 
-  python -c "from janus_jax.configs.common import load_config; print(load_config('experiments/janus_pro_1b.py'))"
-  Override any field on the command line: --config=experiments/janus_pro_1b.py:dtype=bfloat16 --config.sampling.cfg_weight=4
+  --config=experiments/janus_pro_1b.py:dtype=bfloat16,scan=false --config.sampling.cfg_weight=4
 """
-import ml_collections
-
-from janus_jax import sharding
-from janus_jax.configs import common, models
+from janus_jax.configs import models
 
 
 def get_config(arg=None):
-  arg = common.parse_arg(arg, dtype="float32", scan=True, remat="none")
-  c = ml_collections.ConfigDict()
-  c.model = models.janus_pro_1b()
-  for part in ("llm", "vision", "aligner", "vq", "gen_aligner", "gen_head"):
-    c.model[part].dtype = arg.dtype
-  for part in ("llm", "vision"):
-    c.model[part].scan_layers = arg.scan
-    c.model[part].remat_policy = arg.remat
-  c.template = "deepseek"
-  c.sampling = dict(cfg_weight=5.0, temperature=1.0, top_k=0, top_p=1.0, parallel_size=16,
-                    understand_max_new_tokens=512, understand_temperature=0.1, understand_top_p=0.95)
-  c.mesh = list(sharding.DEFAULT_MESH)
-  c.sharding_rules = list(sharding.DEFAULT_RULES)
-  return c
+  return models.inference_config(models.janus_pro_1b(), "deepseek", arg)

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from janus_jax.configs import models
+
 TINY_HF = dict(
     text_config=dict(model_type="llama", vocab_size=1000, hidden_size=64, intermediate_size=128,
                      num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4,
@@ -18,17 +20,7 @@ TINY_HF = dict(
     image_token_id=5, tie_word_embeddings=False)
 
 # The same architecture as TINY_HF, in janus_jax's config vocabulary (`JanusConfig.from_dict`).
-TINY_JANUS = dict(
-    llm=dict(vocab_size=1000, hidden_size=64, intermediate_size=128, num_layers=2, num_heads=4, num_kv_heads=4,
-             max_position_embeddings=256),
-    vision=dict(image_size=32, patch_size=8, width=64, depth=2, num_heads=4, mlp_dim=128),
-    aligner=dict(kind="mlp_gelu", input_dim=64, output_dim=64, depth=2),
-    vq=dict(codebook_size=256, codebook_dim=8, base_channels=32, channel_mult=(1, 1, 2), z_channels=32,
-            num_res_blocks=1),
-    gen_aligner=dict(kind="mlp_gelu", input_dim=8, output_dim=64, depth=2),
-    gen_head=dict(n_embed=64, image_token_embed=64, image_token_size=256),
-    gen_embed_dim=8,
-)
+TINY_JANUS = models.janus_tiny()
 
 
 def build_tiny_hf_janus(seed: int = 0, randomize_norms: bool = True):

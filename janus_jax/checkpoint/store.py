@@ -7,7 +7,6 @@ Layout:
 """
 from __future__ import annotations
 
-import dataclasses
 import glob
 import json
 import shutil
@@ -34,9 +33,7 @@ class NotAJanusCheckpointError(FileNotFoundError):
 
 def with_param_dtype(cfg: JanusConfig, dtype: str) -> JanusConfig:
   """Returns cfg with every component's param_dtype set to `dtype`."""
-  rep = lambda c: dataclasses.replace(c, param_dtype=dtype)
-  return dataclasses.replace(cfg, llm=rep(cfg.llm), vision=rep(cfg.vision), aligner=rep(cfg.aligner),
-                             vq=rep(cfg.vq), gen_aligner=rep(cfg.gen_aligner), gen_head=rep(cfg.gen_head))
+  return cfg.with_dtypes(param_dtype=dtype)
 
 
 def copy_tokenizer_files(src_dir, dst_dir) -> list[str]:

@@ -54,3 +54,27 @@ def janus_tiny() -> dict[str, Any]:
       gen_embed_dim=8,
       generation_mode="ar_vq",
   )
+
+
+def inference_config(model: dict[str, Any], template: str, arg: str | None):
+  """The experiment config of a released model: model shape, chat template, sampling defaults, mesh and rules.
+
+  arg: "dtype=float32|bfloat16,scan=true|false,remat=<policy>" (see `janus_jax.configs.common.parse_arg`).
+  """
+  import ml_collections  # pylint: disable=import-outside-toplevel
+  from janus_jax import sharding  # pylint: disable=import-outside-toplevel
+  from janus_jax.configs import common  # pylint: disable=import-outside-toplevel
+  arg = common.parse_arg(arg, dtype="float32", scan=True, remat="none")
+  c = ml_collections.ConfigDict()
+  c.model = model
+  for part in ("llm", "vision", "aligner", "vq", "gen_aligner", "gen_head"):
+    c.model[part].dtype = arg.dtype
+  for part in ("llm", "vision"):
+    c.model[part].scan_layers = arg.scan
+    c.model[part].remat_policy = arg.remat
+  c.template = template
+  c.sampling = dict(cfg_weight=5.0, temperature=1.0, top_k=0, top_p=1.0, parallel_size=16,
+                    understand_max_new_tokens=512, understand_temperature=0.1, understand_top_p=0.95)
+  c.mesh = list(sharding.DEFAULT_MESH)
+  c.sharding_rules = list(sharding.DEFAULT_RULES)
+  return c

@@ -172,11 +172,16 @@ class JanusConfig:
   def to_dict(self) -> dict[str, Any]:
     return dataclasses.asdict(self)
 
-  def with_dtype(self, dtype: str) -> "JanusConfig":
-    """Returns a copy whose every component computes in `dtype` (params stay as configured)."""
-    rep = lambda c: dataclasses.replace(c, dtype=dtype)
+  def with_dtypes(self, dtype: str | None = None, param_dtype: str | None = None) -> "JanusConfig":
+    """A copy whose every component computes in `dtype` and/or stores params in `param_dtype` (None: keep)."""
+    changes = {k: v for k, v in (("dtype", dtype), ("param_dtype", param_dtype)) if v is not None}
+    rep = lambda c: dataclasses.replace(c, **changes)
     return dataclasses.replace(self, llm=rep(self.llm), vision=rep(self.vision), aligner=rep(self.aligner),
                                vq=rep(self.vq), gen_aligner=rep(self.gen_aligner), gen_head=rep(self.gen_head))
+
+  def with_dtype(self, dtype: str) -> "JanusConfig":
+    """A copy computing in `dtype` (params stay as configured)."""
+    return self.with_dtypes(dtype=dtype)
 
 
 __all__ = ["LlamaConfig", "SiglipConfig", "AlignerConfig", "VQConfig", "GenHeadConfig", "JanusConfig", "_dtype"]

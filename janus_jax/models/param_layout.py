@@ -51,9 +51,3 @@ def for_training(params: dict[str, Any], cfg: JanusConfig) -> tuple[dict[str, An
   cfg = dataclasses.replace(cfg, llm=dataclasses.replace(cfg.llm, scan_layers=True))
   return params, cfg
 
-
-def with_dtypes(cfg: JanusConfig, dtype: str) -> JanusConfig:
-  """cfg with compute and param dtype `dtype` in every component."""
-  rep = lambda c: dataclasses.replace(c, dtype=dtype, param_dtype=dtype)
-  return dataclasses.replace(cfg, llm=rep(cfg.llm), vision=rep(cfg.vision), aligner=rep(cfg.aligner), vq=rep(cfg.vq),
-                             gen_aligner=rep(cfg.gen_aligner), gen_head=rep(cfg.gen_head))
