@@ -29,7 +29,7 @@ def get_config(arg=None):
 
   vq = dict(codebook_size=256, codebook_dim=8, base_channels=32, channel_mult=(1, 2, 2, 2), z_channels=32,
             num_res_blocks=1, num_groups=8)
-  c.vq = dict(model=vq, steps=4 if fast else 600, batch_size=32, lr=2e-3, num_images=64 if fast else 8000)
+  c.vq = dict(model=vq, steps=4 if fast else 500, batch_size=32, lr=2e-3, num_images=64 if fast else 8000)
 
   hidden = 64 if fast else 192
   c.model = dict(
@@ -44,18 +44,18 @@ def get_config(arg=None):
       gen_embed_dim=8,
       generation_mode="ar_vq")
 
-  steps = ml_collections.FieldReference(4 if fast else 1200)
+  steps = ml_collections.FieldReference(4 if fast else 1800)
   c.optim = ml_collections.ConfigDict(dict(lr=2e-3, schedule="cosine", warmup_steps=2 if fast else 60,
                                            end_lr_factor=0.05, weight_decay=0.0, grad_clip_norm=1.0,
                                            **stage_trainable(3)))
   c.optim.total_steps = steps
   c.train = ml_collections.ConfigDict(dict(
       grad_accum_steps=1, cfg_dropout=0.1, pad_id=None,  # pad_id comes from the tokenizer at run time
-      log_every=1 if fast else 50, checkpoint_every=0 if fast else 400, keep_checkpoints=2,
-      sample_every=0 if fast else 400, sample_prompts=SAMPLE_PROMPTS, sample_cfg_weight=5.0))
+      log_every=1 if fast else 100, checkpoint_every=0 if fast else 600, keep_checkpoints=2,
+      sample_every=0 if fast else 600, sample_prompts=SAMPLE_PROMPTS, sample_cfg_weight=5.0))
   c.train.num_steps = steps
   c.input = ml_collections.ConfigDict(dict(
-      batch_size=8 if fast else 32, seq_len=96, mixture=dict(und=1.0, text=0.1, t2i=1.0), system_prompt="",
+      batch_size=8 if fast else 32, seq_len=96, mixture=dict(und=1.5, text=0.1, t2i=1.0), system_prompt="",
       sources=[], tokenizer=""))  # sources and tokenizer are filled in by the main job after data preparation
   c.eval = dict(n_per_category=4 if fast else 25, num_questions=16 if fast else 300, cfg_weight=5.0,
                 temperature=1.0)
