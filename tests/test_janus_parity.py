@@ -167,10 +167,23 @@ def test_greedy_understanding_answers_identical(hf_model, pipe):
   np.testing.assert_array_equal(np.asarray(lengths), [12, 12])
 
 
-def test_understand_api_stops_at_eos_and_decodes(pipe):
-  img = np.random.default_rng(4).integers(0, 255, (20, 30, 3), dtype=np.uint8)
-  answers = pipe.understand([img, img], ["what colour is the circle?", "how many shapes?"], max_new_tokens=6)
-  assert len(answers) == 2 and all(isinstance(a, str) for a in answers)
+def test_understanding_stops_at_eos(pipe):
+  """Declaring the 4th greedy token of row 0 as EOS ends row 0 there (EOS-filled after); other rows run on."""
+  from janus_jax.sampling.understand import compiled_understand
+  ids, valid = _understanding_batch()
+  pixels = np.random.default_rng(3).uniform(-1, 1, (2, 32, 32, 3)).astype(np.float32)
+  run = compiled_understand(pipe.model, greedy=True, max_new_tokens=12)
+  args = (pipe.params, ids, valid, ids == IMG, pixels[:, None], jax.random.PRNGKey(0), jnp.float32(1.0),
+          jnp.float32(1.0))
+  free, _ = map(np.asarray, run(*args, jnp.int32(-1)))
+  eos = int(free[0, 3])
+  stop = int(np.argmax(free[0] == eos))  # first occurrence (<= 3)
+  tokens, lengths = map(np.asarray, run(*args, jnp.int32(eos)))
+  assert lengths[0] == stop and np.all(tokens[0, stop:] == eos)
+  np.testing.assert_array_equal(tokens[0, :stop], free[0, :stop])
+  row1_stop = int(np.argmax(free[1] == eos)) if np.any(free[1] == eos) else 12
+  assert lengths[1] == row1_stop
+  np.testing.assert_array_equal(tokens[1, :row1_stop], free[1, :row1_stop])
 
 
 def test_kv_cache_decode_equals_teacher_forcing(pipe):
