@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: install test demo bench clean
+.PHONY: install test demo bench bench-flow clean
 
 $(VENV)/.installed: setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -19,8 +19,15 @@ test: install
 	$(PY) -m pytest -q tests $(PYTEST_ARGS)
 
 ## Run the main job on the embedded default data (prints where it wrote its outputs).
+## GEN=flow runs the JanusFlow (rectified-flow) variant instead of the default AR-VQ Janus.
+GEN ?= ar_vq
 demo: install
-	$(PY) -m janus_jax.main --config=experiments/shapes_demo.py --workdir=$(or $(WORKDIR),workdir/demo)
+	$(PY) -m janus_jax.main --config=experiments/shapes_demo.py:gen=$(GEN) \
+	  --workdir=$(or $(WORKDIR),workdir/demo$(if $(filter flow,$(GEN)),_flow,))
+
+## Benchmark JanusFlow sampling with and without the prompt KV cache.
+bench-flow: install
+	$(PY) bench/bench_flow_sampling.py
 
 ## Benchmark the compiled AR image decode against transformers on the same random config.
 bench: install

@@ -1,8 +1,10 @@
 r"""Janus / Janus-Pro three-stage training: model, optimizer, step, data mixture and mesh per stage.
 
   --config=experiments/janus_stages.py:stage=2,family=janus_pro,size=1b
-  arg: stage=1|2|3, family=janus|janus_pro, size=shapes|1_3b|1b|7b (janus: shapes, 1_3b; janus_pro: shapes, 1b, 7b),
-       dtype (default bfloat16 for released sizes, float32 for shapes), scan, remat.
+  --config=experiments/janus_stages.py:stage=1,family=janusflow,size=1_3b
+  arg: stage=1|2|3, family=janus|janus_pro|janusflow, size=shapes|1_3b|1b|7b (janus: shapes, 1_3b; janus_pro:
+       shapes, 1b, 7b; janusflow: shapes, 1_3b), dtype (default bfloat16 for released sizes, float32 for shapes),
+       scan, remat.
 
 Released sizes carry the papers' hyper-parameters (janus_models.md 5.1 / 5.2; AdamW(0.9, 0.95), clip 1.0):
   Janus       stage   lr     schedule  wd   warm-up  steps  batch  und:text:gen
@@ -12,6 +14,12 @@ Released sizes carry the papers' hyper-parameters (janus_models.md 5.1 / 5.2; Ad
   Janus-Pro   1       1e-3   constant  0    600      20k    256    1:0:3
               2       1e-4   constant  0    5000     360k   512    2:3:5   (early-stopped at 270k)
               3       4e-5   constant  0    0        80k/40k (1B/7B)  128  5:1:4
+  JanusFlow   1       1e-4   constant  0    2000     10k    512    und:gen:text 50:50:0
+  (flow)      2       1e-4   constant  0    2000     390k   512    14:80:6 (30:50:20 for the first 10k steps)
+              3       2e-5   constant  0    1000     26k    256    21:70:9
+  JanusFlow also: EMA 0.99 (optim.ema_decay), REPA after LLM block 6 (weight 1), logit-normal t (0, 1), trainable
+  sets 1 = new modules (linear aligners, BOI embed, g_enc, g_dec, REPA head), 2 = all but SigLIP, 3 = all; the VAE
+  is always frozen. Note the papers' ratio order: JanusFlow reports und:gen:text, our mixture keys are named.
 Trainable sets (`janus_jax.train.optim.stage_trainable`): 1 = both aligners + gen_head + gen_embed;
 2 = all but SigLIP and the VQ; 3 = all but the VQ. CFG dropout 0.1 (prompt -> pad), sequences of 4096 tokens.
 
@@ -38,10 +46,17 @@ PAPER = {
         2: (1e-4, "constant", 0.0, 5000, 360_000, 512, (2, 3, 5)),
         3: (4e-5, "constant", 0.0, 0, 80_000, 128, (5, 1, 4)),  # 40k steps for the 7B.
     },
+    # (und, text, gen) here, converted from the paper's und:gen:text.
+    "janusflow": {
+        1: (1e-4, "constant", 0.0, 2000, 10_000, 512, (50, 0, 50)),
+        2: (1e-4, "constant", 0.0, 2000, 390_000, 512, (14, 6, 80)),
+        3: (2e-5, "constant", 0.0, 1000, 26_000, 256, (21, 9, 70)),
+    },
 }
 SHAPES_LR = {1: 2e-3, 2: 1e-3, 3: 5e-4}
-SIZES = {"janus": ("shapes", "1_3b"), "janus_pro": ("shapes", "1b", "7b")}
+SIZES = {"janus": ("shapes", "1_3b"), "janus_pro": ("shapes", "1b", "7b"), "janusflow": ("shapes", "1_3b")}
 MODELS = {"shapes": models.janus_tiny, "1_3b": models.janus_1_3b, "1b": models.janus_pro_1b, "7b": models.janus_pro_7b}
+FLOW_MODELS = {"shapes": models.janusflow_tiny, "1_3b": models.janusflow_1_3b}
 # The tokenizer's pad id (resolve it from the tokenizer when in doubt): tiny test tokenizer 0; janus_models.md 1.9.
 PAD_ID = {"shapes": 0, "1_3b": 100015, "1b": 100002, "7b": 100015}
 
@@ -64,9 +79,10 @@ def get_config(arg=None):
   dtype = arg.dtype if arg.dtype != "auto" else ("float32" if shapes else "bfloat16")
   remat = arg.remat if arg.remat != "auto" else ("none" if shapes else "dots_with_no_batch_dims_saveable")
 
+  flow = arg.family == "janusflow"
   c = ml_collections.ConfigDict()
-  c.model = MODELS[arg.size]()
-  for part in ("llm", "vision", "aligner", "vq", "gen_aligner", "gen_head"):
+  c.model = (FLOW_MODELS if flow else MODELS)[arg.size]()
+  for part in models.FLOW_PARTS if flow else models.AR_PARTS:
     c.model[part].dtype = dtype
   for part in ("llm", "vision"):
     c.model[part].scan_layers = arg.scan
@@ -75,10 +91,13 @@ def get_config(arg=None):
   num_steps = ml_collections.FieldReference(steps)
   c.optim = ml_collections.ConfigDict(dict(
       lr=lr, schedule=schedule, warmup_steps=warmup, end_lr_factor=0.0, b1=0.9, b2=0.95, eps=1e-8,
-      weight_decay=wd, grad_clip_norm=1.0, **stage_trainable(arg.stage)))
+      weight_decay=wd, grad_clip_norm=1.0, ema_decay=0.99 if flow else 0.0,
+      **stage_trainable(arg.stage, "flow" if flow else "ar_vq")))
   c.optim.total_steps = num_steps
 
   c.train = ml_collections.ConfigDict(dict(grad_accum_steps=1, cfg_dropout=0.1, pad_id=PAD_ID[arg.size]))
+  if flow:
+    c.train.flow = dict(t_location=0.0, t_scale=1.0, rf_weight=1.0, repa_weight=1.0, sample_posterior=False)
   c.train.num_steps = num_steps
 
   c.input = ml_collections.ConfigDict(dict(

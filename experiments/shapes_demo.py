@@ -1,7 +1,10 @@
 r"""The main job on the embedded default (`make demo`): Shapes -> VQ tokenizer -> small Janus -> Shapes-GenEval.
 
   python -m janus_jax.main --config=experiments/shapes_demo.py --workdir=workdir/demo --mode=all
-  arg: fast (a tiny smoke run for tests/CI), data_config (janus_shapes builder config, default "default").
+  python -m janus_jax.main --config=experiments/shapes_demo.py:gen=flow --workdir=workdir/demo_flow   (JanusFlow)
+  arg: fast (a tiny smoke run for tests/CI), data_config (janus_shapes builder config, default "default"),
+       gen=ar_vq|flow (the generation mode; flow trains a KL-VAE instead of the VQ and a JanusFlow model with the
+       same LLM, SigLIP, data, steps and batch, so the two modes are compared at an equal training budget).
 
 Budget: <= 15 minutes on 2 CPU cores after installation. Everything trains from scratch: the VQ tokenizer first
 (reconstruction + codebook + commitment losses), then every Janus part except the VQ (stage-III-style trainable
@@ -18,14 +21,18 @@ SAMPLE_PROMPTS = ["a red circle", "two blue squares", "a green triangle left of 
 
 
 def get_config(arg=None):
-  arg = common.parse_arg(arg, fast=False, data_config="default")
+  arg = common.parse_arg(arg, fast=False, data_config="default", gen="ar_vq")
+  if arg.gen not in ("ar_vq", "flow"):
+    raise ValueError(f"shapes_demo: gen={arg.gen!r}; valid: ar_vq, flow.")
   fast = arg.fast
+  flow = arg.gen == "flow"
   c = ml_collections.ConfigDict()
   c.mode = "all"
   c.seed = 0
   c.template = "deepseek"
   c.init_from = None
-  c.data = dict(data_dir=None, config_name="tiny" if fast else arg.data_config, vocab_size=512)
+  c.data = dict(data_dir=None, config_name="tiny" if fast else arg.data_config, vocab_size=512,
+                und_caption_prob=0.5)
 
   vq = dict(codebook_size=256, codebook_dim=8, base_channels=32, channel_mult=(1, 2, 2, 2), z_channels=32,
             num_res_blocks=1, num_groups=8)
@@ -44,20 +51,36 @@ def get_config(arg=None):
       gen_embed_dim=8,
       generation_mode="ar_vq")
 
+  if flow:
+    width = 64 if fast else 128
+    c.model = dict(
+        llm=c.model.llm.to_dict(), vision=c.model.vision.to_dict(),
+        aligner=dict(kind="linear", input_dim=c.model.vision.width, output_dim=hidden, depth=1),
+        # 32 px -> 8x8x4 latents (4x down) -> 2x2 patches -> 16 tokens = the 16 SigLIP patches.
+        vae=dict(block_out_channels=(32, 64, 64), layers_per_block=1, norm_num_groups=8, latent_channels=4,
+                 scaling_factor=1.0),  # the main job sets it to 1 / latent std after training the VAE
+        uvit=dict(channels=width, hidden_size=hidden, layers_in_middle=2),
+        repa=dict(layer=2 if not fast else 1, hidden_dim=hidden, output_dim=c.model.vision.width, depth=3),
+        generation_mode="flow")
+    c.vae = dict(steps=4 if fast else 500, batch_size=32, lr=2e-3, num_images=64 if fast else 8000, kl_weight=1e-6)
+
   steps = ml_collections.FieldReference(4 if fast else 1800)
   c.optim = ml_collections.ConfigDict(dict(lr=2e-3, schedule="cosine", warmup_steps=2 if fast else 60,
                                            end_lr_factor=0.05, weight_decay=0.0, grad_clip_norm=1.0,
-                                           **stage_trainable(3)))
+                                           ema_decay=0.99 if flow else 0.0,
+                                           **stage_trainable(3, arg.gen)))
   c.optim.total_steps = steps
   c.train = ml_collections.ConfigDict(dict(
       grad_accum_steps=1, cfg_dropout=0.1, pad_id=None,  # pad_id comes from the tokenizer at run time
       log_every=1 if fast else 100, checkpoint_every=0 if fast else 600, keep_checkpoints=2,
-      sample_every=0 if fast else 600, sample_prompts=SAMPLE_PROMPTS, sample_cfg_weight=5.0))
+      sample_every=0 if fast else 600, sample_prompts=SAMPLE_PROMPTS, sample_cfg_weight=2.0 if flow else 5.0))
+  if flow:
+    c.train.flow = dict(t_location=0.0, t_scale=1.0, rf_weight=1.0, repa_weight=1.0, sample_posterior=False)
   c.train.num_steps = steps
   c.input = ml_collections.ConfigDict(dict(
       batch_size=8 if fast else 32, seq_len=96, mixture=dict(und=1.5, text=0.1, t2i=1.0), system_prompt="",
       sources=[], tokenizer=""))  # sources and tokenizer are filled in by the main job after data preparation
-  c.eval = dict(n_per_category=4 if fast else 25, num_questions=16 if fast else 300, cfg_weight=5.0,
+  c.eval = dict(n_per_category=4 if fast else 25, num_questions=16 if fast else 300, cfg_weight=2.0 if flow else 5.0,
                 temperature=1.0)
   c.mesh = list(sharding.DEFAULT_MESH)
   c.sharding_rules = list(sharding.DEFAULT_RULES)

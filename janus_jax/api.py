@@ -22,10 +22,11 @@ from janus_jax import sharding
 
 from janus_jax.models.configs import JanusConfig
 from janus_jax.models import param_layout
-from janus_jax.models.janus import JanusModel
+from janus_jax.models.janus import JanusModel, model_class
 from janus_jax.processing import chat, image as image_proc
 from janus_jax.processing.tokenizer import Tokenizer, load_tokenizer
 from janus_jax.sampling import progress as progress_lib
+from janus_jax.sampling import flow_image
 from janus_jax.sampling.ar_image import compiled_decode, compiled_generate
 from janus_jax.sampling.understand import compiled_understand
 
@@ -34,10 +35,12 @@ PROMPT_BUCKET = 32  # Prompts are left-padded to a multiple of this, so similar 
 
 @dataclasses.dataclass
 class GenerationResult:
-  """images: uint8[N, H, W, 3]; tokens: int32[N, num_image_tokens] (raster order); prompts[i] made row i."""
+  """images: uint8[N, H, W, 3]; prompts[i] made row i. AR mode: tokens int32[N, num_image_tokens] (raster
+  order); flow mode: latents float32[N, h, w, C] (scaled VAE latents) and tokens None."""
   images: np.ndarray
-  tokens: np.ndarray
+  tokens: np.ndarray | None
   prompts: list[str]
+  latents: np.ndarray | None = None
 
 
 class JanusPipeline:
@@ -49,13 +52,15 @@ class JanusPipeline:
     names through `rules` (e.g. a ("fsdp", "tensor") mesh for a model that does not fit one device)."""
     params, cfg = param_layout.for_decoding(params, cfg)
     self.cfg = cfg
-    self.model = JanusModel(cfg)
+    self.model = model_class(cfg)(cfg)
     self.tokenizer = tokenizer
     self.template = template
     self.mesh, self.rules = mesh, tuple(rules)
     if mesh is not None:
       from janus_jax.models.janus import abstract_params  # pylint: disable=import-outside-toplevel
-      params = jax.device_put(params, sharding.logical_to_sharding(abstract_params(cfg, boxed=True), mesh, rules))
+      shardings = sharding.logical_to_sharding(abstract_params(cfg, boxed=True), mesh, rules)
+      # Training-only subtrees (JanusFlow's REPA head) may be absent from an inference checkpoint.
+      params = jax.device_put(params, {k: v for k, v in shardings.items() if k in params})
     self.params = params
 
   def _context(self):
@@ -90,7 +95,7 @@ class JanusPipeline:
     batch = chat.prepare_understanding_batch(
         self.tokenizer, questions, counts, self.template, self.cfg.num_image_tokens,
         max_len=self.cfg.llm.max_position_embeddings - max_new_tokens, system_prompt=system_prompt,
-        pad_to_multiple_of=PROMPT_BUCKET)
+        pad_to_multiple_of=PROMPT_BUCKET, extra_boi_slot=self.cfg.is_flow)
     size = self.cfg.vision.image_size
     n_max = max(max(counts), 1)
     pixels = np.zeros((len(questions), n_max, size, size, 3), np.float32)
@@ -140,22 +145,62 @@ class JanusPipeline:
         codes = np.asarray(run(*args))
     return codes, rows
 
-  def generate(self, prompts: Sequence[str] | str, *, num_images: int = 1, cfg_weight: float = 5.0,
+  def generate(self, prompts: Sequence[str] | str, *, num_images: int = 1, cfg_weight: float | None = None,
                temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, greedy: bool = False,
-               seed: int = 0, progress: bool = False) -> GenerationResult:
-    """Text-to-image with classifier-free guidance (official defaults: weight 5, temperature 1, full softmax).
+               seed: int = 0, progress: bool = False, num_steps: int = 30, solver: str = "euler",
+               time_shift: float = 1.0, prompt_cache: bool = True, noise: np.ndarray | None = None
+               ) -> GenerationResult:
+    """Text-to-image with classifier-free guidance; deterministic for a given seed.
 
-    Deterministic for a given seed. Returns uint8 images and the sampled token grid.
+    AR mode (Janus): official defaults weight 5, temperature 1, full softmax; returns images and token grids.
+    Flow mode (JanusFlow): weight 2 by default, `num_steps` ODE steps of `solver` ('euler' official, 'heun') on a
+    `time_shift`-warped grid, prompt KV cache reused across steps (`prompt_cache=False`: recompute, official);
+    `noise` float32[len(prompts) * num_images, h, w, C] gives the initial latent z0 explicitly (else from seed).
     """
+    if self.cfg.is_flow:
+      return self._generate_flow(prompts, num_images=num_images, cfg_weight=2.0 if cfg_weight is None else cfg_weight,
+                                 seed=seed, progress=progress, num_steps=num_steps, solver=solver,
+                                 time_shift=time_shift, prompt_cache=prompt_cache, noise=noise)
+    cfg_weight = 5.0 if cfg_weight is None else cfg_weight
     tokens, rows = self.generate_tokens(prompts, num_images=num_images, cfg_weight=cfg_weight,
                                         temperature=temperature, top_k=top_k, top_p=top_p, greedy=greedy,
                                         seed=seed, progress=progress)
     return GenerationResult(images=self.decode_tokens(tokens), tokens=tokens, prompts=rows)
 
+  def _generate_flow(self, prompts, *, num_images, cfg_weight, seed, progress, num_steps, solver, time_shift,
+                     prompt_cache, noise) -> GenerationResult:
+    if isinstance(prompts, str):
+      prompts = [prompts]
+    if num_images < 1:
+      raise ValueError(f"num_images must be >= 1, got {num_images}.")
+    rows = [p for p in prompts for _ in range(num_images)]
+    batch = chat.prepare_generation_batch(
+        self.tokenizer, rows, self.template,
+        max_len=self.cfg.llm.max_position_embeddings - self.cfg.num_image_tokens - 1,
+        pad_to_multiple_of=PROMPT_BUCKET)
+    shape = flow_image.latent_shape(self.cfg, len(rows))
+    if noise is None:
+      noise = jax.random.normal(jax.random.PRNGKey(seed), shape, jnp.float32)
+    elif tuple(np.shape(noise)) != shape:
+      raise ValueError(f"noise must be float32{list(shape)} (one scaled latent per generated image: "
+                       f"{len(prompts)} prompt(s) x {num_images}); got shape {tuple(np.shape(noise))}.")
+    run = flow_image.compiled_flow_generate(self.model, num_steps=num_steps, solver=solver, shift=time_shift,
+                                            prompt_cache=prompt_cache, progress_every=1 if progress else 0)
+    args = (self.params, jnp.asarray(batch["input_ids"]), jnp.asarray(batch["attention_mask"]),
+            jnp.asarray(noise, jnp.float32), jnp.float32(cfg_weight), jnp.int32(self.tokenizer.pad_id))
+    with self._context():
+      if progress:
+        with progress_lib.reporting(num_steps, f"generating {len(rows)} image(s)"):
+          z = run(*args)
+      else:
+        z = run(*args)
+      images = np.asarray(flow_image.compiled_decode_latents(self.model)(self.params, z))
+    return GenerationResult(images=images, tokens=None, prompts=rows, latents=np.asarray(z))
+
   # --- VQ tokenizer -----------------------------------------------------------------------------------------
   @property
   def generation_image_size(self) -> int:
-    return self.cfg.gen_grid * self.cfg.vq.downsample
+    return self.cfg.generated_image_size
 
   def decode_tokens(self, codes: np.ndarray) -> np.ndarray:
     """int[N, num_image_tokens] -> uint8[N, H, W, 3]."""

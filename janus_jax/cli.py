@@ -17,10 +17,8 @@ import numpy as np
 
 
 def _convert(args) -> int:
-  from janus_jax.checkpoint.convert import convert
-  out = convert(args.src, args.dst, dtype=args.dtype, progress=not args.quiet)
-  print(f"converted checkpoint written to {out}")
-  return 0
+  from janus_jax.checkpoint import convert
+  return convert.run(args)
 
 
 def _understand(args) -> int:
@@ -59,9 +57,11 @@ def _generate(args) -> int:
   from PIL import Image
   import janus_jax
   pipe = janus_jax.load(args.checkpoint, dtype=args.dtype)
+  noise = np.load(args.noise) if args.noise else None
   out = pipe.generate(args.prompt, num_images=args.num_images, cfg_weight=args.cfg_weight,
                       temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, greedy=args.greedy,
-                      seed=args.seed, progress=not args.quiet)
+                      seed=args.seed, progress=not args.quiet, num_steps=args.num_steps, solver=args.solver,
+                      time_shift=args.time_shift, prompt_cache=not args.no_prompt_cache, noise=noise)
   os.makedirs(args.out, exist_ok=True)
   paths = []
   for i, img in enumerate(out.images):
@@ -70,7 +70,7 @@ def _generate(args) -> int:
     paths.append(path)
   Image.fromarray(image_grid(out.images)).save(os.path.join(args.out, "grid.png"))
   if args.save_tokens:
-    np.save(args.save_tokens, out.tokens)
+    np.save(args.save_tokens, out.tokens if out.tokens is not None else out.latents)
   print(f"wrote {len(paths)} image(s) and grid.png to {args.out}")
   return 0
 
@@ -79,11 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
   p = argparse.ArgumentParser(prog="janus-jax", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
   sub = p.add_subparsers(dest="command", required=True)
 
-  c = sub.add_parser("convert", help="import a DeepSeek or transformers checkpoint directory")
-  c.add_argument("--from", dest="src", required=True, help="local checkpoint directory (config.json + weights)")
-  c.add_argument("--to", dest="dst", required=True, help="output directory (janus_jax checkpoint)")
-  c.add_argument("--dtype", default=None, choices=["float32", "bfloat16"], help="stored param dtype")
-  c.add_argument("--quiet", action="store_true")
+  c = sub.add_parser("convert", help="import a DeepSeek / transformers Janus or a JanusFlow checkpoint directory")
+  from janus_jax.checkpoint.convert import add_arguments  # pylint: disable=import-outside-toplevel
+  add_arguments(c)
   c.set_defaults(fn=_convert)
 
   u = sub.add_parser("understand", help="answer a question about an image")
@@ -102,14 +100,20 @@ def build_parser() -> argparse.ArgumentParser:
   g.add_argument("--checkpoint", required=True)
   g.add_argument("--prompt", required=True, action="append", help="repeat for several prompts")
   g.add_argument("--num-images", type=int, default=1, help="images per prompt")
-  g.add_argument("--cfg-weight", type=float, default=5.0)
+  g.add_argument("--cfg-weight", type=float, default=None, help="default 5 (Janus AR) / 2 (JanusFlow)")
   g.add_argument("--temperature", type=float, default=1.0)
   g.add_argument("--top-k", type=int, default=0, help="0 = full softmax (official)")
   g.add_argument("--top-p", type=float, default=1.0)
   g.add_argument("--greedy", action="store_true", help="argmax instead of sampling")
   g.add_argument("--seed", type=int, default=0)
   g.add_argument("--out", required=True, help="output directory for PNGs and grid.png")
-  g.add_argument("--save-tokens", default=None, help="also write the int32 token grid to this .npy file")
+  g.add_argument("--save-tokens", default=None, help="also write the int32 token grid (flow: the final latents) to "
+                 "this .npy file")
+  g.add_argument("--num-steps", type=int, default=30, help="JanusFlow: ODE steps")
+  g.add_argument("--solver", default="euler", choices=["euler", "heun"], help="JanusFlow: ODE solver")
+  g.add_argument("--time-shift", type=float, default=1.0, help="JanusFlow: time-grid shift (1 = uniform)")
+  g.add_argument("--no-prompt-cache", action="store_true", help="JanusFlow: recompute the prompt every step")
+  g.add_argument("--noise", default=None, help="JanusFlow: .npy float32[N, h, w, C] initial latents z0")
   g.add_argument("--dtype", default=None, choices=["float32", "bfloat16"])
   g.add_argument("--quiet", action="store_true")
   g.set_defaults(fn=_generate)

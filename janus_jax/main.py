@@ -3,7 +3,8 @@ r"""Entry point: `python -m janus_jax.main --config=experiments/<x>.py[:arg] --w
 Modes:
   train  (default for stage configs) `janus_jax.train.loop.train(config, workdir)`.
   all    the embedded-default main job (configs with a `data` and `vq` section, e.g. experiments/shapes_demo.py):
-         prepare Shapes + tokenizer -> train the VQ tokenizer -> train Janus on the mixture -> export a janus_jax
+         prepare Shapes + tokenizer -> train the VQ tokenizer (flow mode: the KL-VAE, section `vae`) -> train
+         Janus / JanusFlow on the mixture -> export a janus_jax
          checkpoint -> evaluate the untrained and the trained model (Shapes-GenEval + understanding) -> samples.png,
          eval.json, TensorBoard logs under the workdir. Every step resumes from what the workdir already holds.
   prepare / vq / eval: one step of `all`.
@@ -60,9 +61,30 @@ def vq_step(config, workdir: str, data: dict):
   return params, report
 
 
-def _initial_checkpoint(config, workdir: str, data: dict, vq_params) -> str:
-  """A janus_jax checkpoint of the randomly initialised model with the trained VQ: `init_from` of training, and
-  the 'untrained' model of the evaluation."""
+def vae_step(config, workdir: str, data: dict):
+  """Flow mode: trains (or reloads) the KL autoencoder; sets model.vae.scaling_factor = 1 / latent std from the
+  trained VAE (as SD VAEs are calibrated); returns (params, report)."""
+  from janus_jax.models.configs import KLVAEConfig  # pylint: disable=import-outside-toplevel
+  from janus_jax.train.vae_trainer import train_vae  # pylint: disable=import-outside-toplevel
+  model_vae = {k: tuple(v) if isinstance(v, list) else v for k, v in config.model.vae.to_dict().items()}
+  cfg = KLVAEConfig(**model_vae)
+  v = config.vae
+  train_images = _images(data["tfds_name"], data["data_dir"], "train", v.num_images)
+  eval_images = _images(data["tfds_name"], data["data_dir"], "validation", 512)
+  params, report = train_vae(cfg, train_images, eval_images, steps=v.steps, batch_size=v.batch_size, lr=v.lr,
+                             kl_weight=v.kl_weight, workdir=os.path.join(workdir, "vae"), checkpoint_every=v.steps)
+  with config.unlocked():
+    config.model.vae.scaling_factor = float(report["scaling_factor"])
+  with open(os.path.join(workdir, "vae", "report.json"), "w") as f:
+    json.dump(report, f, indent=2, default=float)
+  print(f"[vae] psnr {report['psnr']:.2f} dB, latent std {1 / report['scaling_factor']:.3f} -> scaling_factor "
+        f"{report['scaling_factor']:.4f}", flush=True)
+  return params, report
+
+
+def _initial_checkpoint(config, workdir: str, data: dict, image_tokenizer_params) -> str:
+  """A janus_jax checkpoint of the randomly initialised model with the trained VQ (flow mode: VAE): `init_from`
+  of training, and the 'untrained' model of the evaluation."""
   import jax  # pylint: disable=import-outside-toplevel
   from janus_jax.checkpoint import store  # pylint: disable=import-outside-toplevel
   from janus_jax.train import loop, state  # pylint: disable=import-outside-toplevel
@@ -70,7 +92,8 @@ def _initial_checkpoint(config, workdir: str, data: dict, vq_params) -> str:
   if not store.is_checkpoint(path):
     cfg = loop.model_config(config)
     params = state.init_model_params(cfg, jax.random.PRNGKey(int(config.seed)))
-    params = dict(params, gen_vision_model=vq_params)
+    key = "vae" if cfg.is_flow else "gen_vision_model"
+    params = dict(params, **{key: image_tokenizer_params})
     store.save_checkpoint(path, params, cfg, tokenizer_dir=data["tokenizer"], extra_info={"template": config.template})
   return path
 
@@ -80,7 +103,9 @@ def _export(config, workdir: str, data: dict, state) -> str:
   from janus_jax.checkpoint import store  # pylint: disable=import-outside-toplevel
   from janus_jax.train import loop  # pylint: disable=import-outside-toplevel
   path = os.path.join(workdir, "model")
-  store.save_checkpoint(path, jax.device_get(state.params), loop.model_config(config),
+  # With an EMA (JanusFlow: 0.99) the exported model is the EMA weights, as the released checkpoints are.
+  params = state.ema_params if state.ema_params is not None else state.params
+  store.save_checkpoint(path, jax.device_get(params), loop.model_config(config),
                         tokenizer_dir=data["tokenizer"], extra_info={"template": config.template}, overwrite=True)
   return path
 
@@ -111,16 +136,19 @@ def run_all(config, workdir: str, mode: str = "all") -> dict:
   from janus_jax.processing.tokenizer import load_tokenizer  # pylint: disable=import-outside-toplevel
   pad_id = load_tokenizer(data["tokenizer"]).pad_id
   with config.unlocked():
-    config.input.sources = [dict(kind="shapes", tfds_name=data["tfds_name"], data_dir=data["data_dir"])]
+    config.input.sources = [dict(kind="shapes", tfds_name=data["tfds_name"], data_dir=data["data_dir"],
+                                 caption_prob=config.data.get("und_caption_prob", 0.0))]
     config.input.tokenizer = data["tokenizer"]
     config.train.pad_id = pad_id
   t = time.time()
-  vq_params, vq_report = vq_step(config, workdir, data)
-  timings["vq"] = round(time.time() - t, 1)
+  flow = config.model.get("generation_mode", "ar_vq") == "flow"
+  tok_name = "vae" if flow else "vq"
+  tok_params, tok_report = (vae_step if flow else vq_step)(config, workdir, data)
+  timings[tok_name] = round(time.time() - t, 1)
   if mode == "vq":
-    return {"vq": vq_report}
-  init_ckpt = _initial_checkpoint(config, workdir, data, vq_params)
-  summary = {"vq": vq_report}
+    return {tok_name: tok_report}
+  init_ckpt = _initial_checkpoint(config, workdir, data, tok_params)
+  summary = {"generation_mode": "flow" if flow else "ar_vq", tok_name: tok_report}
   if mode == "eval" and os.path.isdir(os.path.join(workdir, "model")):
     summary["trained"] = eval_step(config, os.path.join(workdir, "model"), data, "trained")
     return summary

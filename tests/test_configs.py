@@ -3,6 +3,8 @@ import glob
 
 import pytest
 
+from janus_jax.configs import models
+
 from janus_jax.configs.common import load_config, parse_arg
 from janus_jax.models.configs import JanusConfig
 from janus_jax.models.janus import param_count
@@ -38,6 +40,16 @@ def test_config_builds_and_matches_transformers_param_count(path):
   c = load_config(path)
   cfg = JanusConfig.from_dict(c.model.to_dict())
   ours = param_count(cfg)
+  if cfg.is_flow:  # transformers has no JanusFlow: its LLM and SigLIP must equal Janus-1.3B's, its VAE SDXL's.
+    import jax  # pylint: disable=import-outside-toplevel
+    from janus_jax.models.janus import abstract_params  # pylint: disable=import-outside-toplevel
+    flow, ar = abstract_params(cfg), abstract_params(JanusConfig.from_dict(models.janus_1_3b()))
+    shapes = lambda t: [x.shape for x in jax.tree.leaves(t)]
+    assert shapes(flow["language_model"]) == shapes(ar["language_model"])
+    assert shapes(flow["vision_und_enc_model"]) == shapes(ar["vision_model"])
+    assert sum(x.size for x in jax.tree.leaves(flow["vae"])) == 83_653_863
+    print(f"{path}: {ours:,} params (incl. the SDXL-VAE and the REPA head)")
+    return
   assert ours == _hf_param_count(cfg), path
   print(f"{path}: {ours:,} params")
 

@@ -18,3 +18,17 @@ def test_main_job_fast(tmp_path):
     assert 0.0 <= saved[which]["understanding"]["overall"] <= 1.0
   assert summary["vq"]["psnr"] > 0
   assert main.run_all(load_config("experiments/shapes_demo.py:fast"), str(tmp_path), mode="eval")["trained"]
+
+
+def test_main_job_fast_flow(tmp_path):
+  """Flow mode through the same job: KL-VAE instead of VQ, JanusFlow training (RF + REPA + EMA), the same
+  Shapes-GenEval and understanding evaluation."""
+  summary = main.run_all(load_config("experiments/shapes_demo.py:fast,gen=flow"), str(tmp_path))
+  assert summary["generation_mode"] == "flow"
+  assert summary["vae"]["psnr"] > 0 and summary["vae"]["scaling_factor"] > 0
+  saved = json.load(open(tmp_path / "eval.json"))
+  assert set(saved["trained"]["generation"]) >= {"single_object", "colors", "overall"}
+  assert 0.0 <= saved["trained"]["understanding"]["overall"] <= 1.0
+  assert (tmp_path / "samples.png").is_file()
+  rows = [json.loads(l) for l in open(tmp_path / "janus" / "metrics.jsonl")]
+  assert {"train/loss_rf", "train/loss_repa"} <= set(rows[-1])

@@ -7,6 +7,9 @@ Layouts:
     `gen_aligner_config`, `gen_head_config`, each `{cls, params}`.
   * 'transformers': transformers `JanusForConditionalGeneration` (model_type `janus`) with `text_config`,
     `vision_config`, `vq_config`.
+  * 'janusflow': the official JanusFlow `MultiModalityCausalLM` config (also model_type `multi_modality`) with
+    `vision_und_enc_config`, `vision_gen_enc_config`, `vision_gen_dec_config`, `language_config`; parsed by
+    `janusflow_layout` into a JanusConfig with generation_mode 'flow'.
 
 Missing fields take the defaults of the class that the reference loader would build, so that a sparse config (e.g.
 Janus-Pro-7B's `language_config`, which lists only 4 fields) means the same architecture here as in PyTorch:
@@ -144,39 +147,41 @@ def _projector(params: dict, where: str, used: list[str]) -> AlignerConfig:
   return AlignerConfig(kind=kind, input_dim=int(f("input_dim")), output_dim=int(f("n_embed")), depth=depth)
 
 
-def _deepseek(cfg: Mapping[str, Any], used: list[str]) -> JanusConfig:
-  if "vision_und_enc_config" in cfg or "vision_gen_enc_config" in cfg:
-    raise ConfigError("This is a JanusFlow config (vision_und_enc_config / vision_gen_enc_config); the converter "
-                      "supports Janus / Janus-Pro (VQ generation) checkpoints only.")
-  llm = _llama(cfg.get("language_config"), "language_config", used)
-
-  cls, vp = _section(cfg, "vision_config")
+def _clip_tower(cfg: Mapping[str, Any], name: str, used: list[str]) -> SiglipConfig:
+  """The `{cls: CLIPVisionTower, params}` section `name` (+ the `janus_jax_vit` extension) -> SiglipConfig."""
+  cls, vp = _section(cfg, name)
   if cls != "CLIPVisionTower":
-    raise _unsupported("vision_config", "cls", cls, "CLIPVisionTower")
-  f = _Fields(vp, _CLIP_TOWER_DEFAULTS, "vision_config.params", used)
+    raise _unsupported(name, "cls", cls, "CLIPVisionTower")
+  f = _Fields(vp, _CLIP_TOWER_DEFAULTS, f"{name}.params", used)
   model_name = f("model_name")
   if model_name not in _SIGLIP_SHAPES:
-    raise ConfigError(f"vision_config.params.model_name={model_name!r} is not supported; janus_jax knows "
+    raise ConfigError(f"{name}.params.model_name={model_name!r} is not supported; janus_jax knows "
                       f"{sorted(_SIGLIP_SHAPES)}.")
   if vp.get("select_layers"):
-    raise _unsupported("vision_config.params", "select_layers", vp["select_layers"], None)
+    raise _unsupported(f"{name}.params", "select_layers", vp["select_layers"], None)
   for key in ("image_size", "select_layer"):
     if key not in vp:
-      warnings.warn(f"vision_config.params.{key} is missing; using the official CLIPVisionTower default "
+      warnings.warn(f"{name}.params.{key} is missing; using the official CLIPVisionTower default "
                     f"{_CLIP_TOWER_DEFAULTS[key]} (shipped Janus configs set image_size 384, select_layer -1).")
   shape = {k: v for k, v in _SIGLIP_SHAPES[model_name].items() if k != "image_size"}
   shape["layer_norm_eps"] = 1e-6  # Hard-coded in the official VisionTransformer.
-  ext = dict(cfg["vision_config"].get("janus_jax_vit") or {})
+  ext = dict(cfg[name].get("janus_jax_vit") or {})
   unknown = sorted(set(ext) - set(_VIT_EXT_FIELDS))
   if unknown:
-    raise ConfigError(f"vision_config.janus_jax_vit has unknown keys {unknown}; valid: {list(_VIT_EXT_FIELDS)}.")
+    raise ConfigError(f"{name}.janus_jax_vit has unknown keys {unknown}; valid: {list(_VIT_EXT_FIELDS)}.")
   shape.update(ext)
   image_size = f("image_size")
   if isinstance(image_size, (list, tuple)):
     if len(set(image_size)) != 1:
-      raise ConfigError(f"vision_config.params.image_size={image_size}: only square images are supported.")
+      raise ConfigError(f"{name}.params.image_size={image_size}: only square images are supported.")
     image_size = image_size[0]
-  vision = SiglipConfig(image_size=int(image_size), select_layer=int(f("select_layer")), **shape)
+  return SiglipConfig(image_size=int(image_size), select_layer=int(f("select_layer")), **shape)
+
+
+def _deepseek(cfg: Mapping[str, Any], used: list[str]) -> JanusConfig:
+  llm = _llama(cfg.get("language_config"), "language_config", used)
+
+  vision = _clip_tower(cfg, "vision_config", used)
 
   cls, ap = _section(cfg, "aligner_config")
   if cls != "MlpProjector":
@@ -246,7 +251,13 @@ def _transformers(cfg: Mapping[str, Any], used: list[str]) -> JanusConfig:
 
 
 def check_consistency(cfg: JanusConfig) -> None:
-  """Raises ConfigError when the component widths do not chain (encoder -> aligner -> LLM -> heads)."""
+  """Raises ConfigError when the component widths do not chain (encoder -> aligner -> LLM -> heads / UViT)."""
+  if cfg.is_flow:
+    from janus_jax.checkpoint import janusflow_layout  # pylint: disable=import-outside-toplevel
+    bad = janusflow_layout.check_consistency(cfg)
+    if bad:
+      raise ConfigError("Inconsistent JanusFlow checkpoint config: " + "; ".join(bad) + ".")
+    return
   d = cfg.llm.hidden_size
   checks = [("aligner input_dim", cfg.aligner.input_dim, "vision width", cfg.vision.width),
             ("aligner output_dim", cfg.aligner.output_dim, "LLM hidden_size", d),
@@ -259,7 +270,10 @@ def check_consistency(cfg: JanusConfig) -> None:
 
 
 def layout_of(cfg: Mapping[str, Any]) -> str | None:
-  """'deepseek', 'transformers' or None for a parsed config.json."""
+  """'janusflow', 'deepseek', 'transformers' or None for a parsed config.json."""
+  from janus_jax.checkpoint import janusflow_layout  # pylint: disable=import-outside-toplevel
+  if janusflow_layout.is_janusflow(cfg):
+    return janusflow_layout.LAYOUT
   if cfg.get("model_type") == "janus" or "text_config" in cfg and "vq_config" in cfg:
     return "transformers"
   if cfg.get("model_type") == "multi_modality" or "language_config" in cfg:
@@ -276,15 +290,16 @@ def _dtype_name(v) -> str | None:
 def load_janus_config(directory) -> tuple[JanusConfig, dict[str, Any]]:
   """Parses `<directory>/config.json` -> (JanusConfig, info).
 
-  info keys: layout ('deepseek' | 'transformers'), architectures, model_type, torch_dtype, image_token_id (or None),
-  tie_word_embeddings (effective value), bos/eos/pad_token_id (from the LLM config, may be None),
-  transformers_version, defaults_used (list of 'section.field=value' filled from reference defaults).
+  info keys: layout ('deepseek' | 'transformers' | 'janusflow'), architectures, model_type, torch_dtype,
+  image_token_id (or None), tie_word_embeddings (effective value), bos/eos/pad_token_id (from the LLM config, may be
+  None), transformers_version, defaults_used (list of 'section.field=value' filled from reference defaults).
   """
   directory = Path(directory)
   path = directory / CONFIG_FILE if directory.is_dir() or not directory.suffix else directory
   if not path.is_file():
-    raise FileNotFoundError(f"No {CONFIG_FILE} in {path.parent}. Pass a Janus / Janus-Pro checkpoint directory "
-                            "(DeepSeek `MultiModalityCausalLM` or transformers `JanusForConditionalGeneration`).")
+    raise FileNotFoundError(f"No {CONFIG_FILE} in {path.parent}. Pass a Janus / Janus-Pro / JanusFlow checkpoint "
+                            "directory (DeepSeek `MultiModalityCausalLM` or transformers "
+                            "`JanusForConditionalGeneration`).")
   try:
     with open(path) as fh:
       raw = json.load(fh)
@@ -294,8 +309,12 @@ def load_janus_config(directory) -> tuple[JanusConfig, dict[str, Any]]:
     raise ConfigError(f"{path} does not hold a JSON object.")
   layout = layout_of(raw)
   used: list[str] = []
-  if layout == "deepseek":
-    cfg = _deepseek(raw, used)
+  if layout in ("deepseek", "janusflow"):
+    if layout == "janusflow":
+      from janus_jax.checkpoint import janusflow_layout  # pylint: disable=import-outside-toplevel
+      cfg = janusflow_layout.parse(raw, used)
+    else:
+      cfg = _deepseek(raw, used)
     llm_raw = raw.get("language_config") or {}
     tie = bool(llm_raw.get("tie_word_embeddings", _LLAMA_DEFAULTS["tie_word_embeddings"]))
     image_token_id = raw.get("image_token_id")
@@ -308,8 +327,9 @@ def load_janus_config(directory) -> tuple[JanusConfig, dict[str, Any]]:
     raise ConfigError(
         f"{path}: unknown config layout (model_type={raw.get('model_type')!r}, keys {sorted(raw)[:20]}). Expected "
         "a DeepSeek `MultiModalityCausalLM` config (model_type 'multi_modality', language_config / vision_config / "
-        "gen_vision_config ...) or a transformers `JanusForConditionalGeneration` config (model_type 'janus', "
-        "text_config / vision_config / vq_config). JanusFlow and other models are not supported.")
+        "gen_vision_config ...), a JanusFlow config (vision_und_enc_config / vision_gen_enc_config / "
+        "vision_gen_dec_config / language_config) or a transformers `JanusForConditionalGeneration` config "
+        "(model_type 'janus', text_config / vision_config / vq_config). Other models are not supported.")
   check_consistency(cfg)
   torch_dtype = (raw.get("torch_dtype") or raw.get("dtype") or llm_raw.get("torch_dtype") or llm_raw.get("dtype"))
   info = dict(layout=layout, architectures=raw.get("architectures"), model_type=raw.get("model_type"),
@@ -325,11 +345,7 @@ def _arch(c) -> dict[str, Any]:
                                                                        "remat_policy")}
 
 
-def deepseek_config_dict(cfg: JanusConfig, torch_dtype: str = "float32") -> dict[str, Any]:
-  """JanusConfig -> DeepSeek `MultiModalityCausalLM` config.json dict (with janus_jax extensions where needed)."""
-  if cfg.generation_mode != "ar_vq":
-    raise ConfigError(f"Only generation_mode 'ar_vq' (Janus / Janus-Pro) has a DeepSeek config layout here, "
-                      f"got {cfg.generation_mode!r}.")
+def _language_dict(cfg: JanusConfig, torch_dtype: str) -> dict[str, Any]:
   l = cfg.llm
   language = dict(model_type="llama", vocab_size=l.vocab_size, hidden_size=l.hidden_size,
                   intermediate_size=l.intermediate_size, num_hidden_layers=l.num_layers,
@@ -339,6 +355,10 @@ def deepseek_config_dict(cfg: JanusConfig, torch_dtype: str = "float32") -> dict
                   torch_dtype=torch_dtype)
   if l.head_dim and l.head_dim != l.hidden_size // l.num_heads:
     language["head_dim"] = l.head_dim
+  return language
+
+
+def _vision_dict(cfg: JanusConfig) -> dict[str, Any]:
   v = cfg.vision
   model_name = "siglip_large_patch16_256" if v.image_size == 256 else "siglip_large_patch16_384"
   vision = dict(cls="CLIPVisionTower", params=dict(image_size=v.image_size, model_name=model_name,
@@ -347,6 +367,16 @@ def deepseek_config_dict(cfg: JanusConfig, torch_dtype: str = "float32") -> dict
   ext = {k: getattr(v, k) for k in _VIT_EXT_FIELDS}
   if any(ext[k] != std[k] for k in _VIT_EXT_FIELDS):
     vision["janus_jax_vit"] = ext
+  return vision
+
+
+def deepseek_config_dict(cfg: JanusConfig, torch_dtype: str = "float32") -> dict[str, Any]:
+  """JanusConfig -> the official DeepSeek config.json dict (with janus_jax extensions where needed): the Janus
+  `MultiModalityCausalLM` layout for generation_mode 'ar_vq', the JanusFlow one for 'flow'."""
+  language, vision = _language_dict(cfg, torch_dtype), _vision_dict(cfg)
+  if cfg.is_flow:
+    from janus_jax.checkpoint import janusflow_layout  # pylint: disable=import-outside-toplevel
+    return janusflow_layout.config_dict(cfg, language, vision, torch_dtype)
 
   def projector(a: AlignerConfig):
     p = dict(projector_type=a.kind, input_dim=a.input_dim, n_embed=a.output_dim)
@@ -368,7 +398,8 @@ def deepseek_config_dict(cfg: JanusConfig, torch_dtype: str = "float32") -> dict
 
 
 def write_deepseek_config(cfg: JanusConfig, path, torch_dtype: str = "float32") -> Path:
-  """Writes a DeepSeek-layout config.json for `cfg` to `path` (a directory, or a file path ending in .json)."""
+  """Writes a DeepSeek-layout config.json for `cfg` (Janus or, for a flow config, JanusFlow layout) to `path` (a
+  directory, or a file path ending in .json)."""
   path = Path(path)
   if path.suffix != ".json":
     path.mkdir(parents=True, exist_ok=True)

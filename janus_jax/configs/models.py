@@ -56,6 +56,41 @@ def janus_tiny() -> dict[str, Any]:
   )
 
 
+def janusflow_1_3b() -> dict[str, Any]:
+  """JanusFlow-1.3B (template `deepseek_old`): SigLIP-L + Linear aligner, ShallowUViT around the 1.3B LLM, SDXL-VAE
+  (bf16 in the official code; janus_models.md 1.6-1.8). REPA reads block 6 into 1024-d SigLIP space."""
+  return dict(
+      llm=dict(vocab_size=102400, hidden_size=2048, intermediate_size=5632, num_layers=24, num_heads=16,
+               num_kv_heads=16, rms_norm_eps=1e-6, rope_theta=10000.0, max_position_embeddings=16384),
+      vision=dict(image_size=384, patch_size=16, width=1024, depth=24, num_heads=16, mlp_dim=4096,
+                  select_layer=-1),
+      aligner=dict(kind="linear", input_dim=1024, output_dim=2048, depth=1),
+      uvit=dict(latent_channels=4, patch_size=2, channels=768, layers_in_middle=2, hidden_size=2048, norm_eps=1e-6),
+      vae=dict(block_out_channels=(128, 256, 512, 512), layers_per_block=2, latent_channels=4, norm_num_groups=32,
+               scaling_factor=0.13025),
+      repa=dict(layer=6, hidden_dim=2048, output_dim=1024, depth=3),
+      generation_mode="flow",
+  )
+
+
+def janusflow_tiny() -> dict[str, Any]:
+  """A tiny JanusFlow for tests and CPU smoke runs (32 px understanding, 16 px generation, 4x4 token grid)."""
+  return dict(
+      llm=dict(vocab_size=1000, hidden_size=64, intermediate_size=128, num_layers=2, num_heads=4, num_kv_heads=4,
+               max_position_embeddings=256),
+      vision=dict(image_size=32, patch_size=8, width=64, depth=2, num_heads=4, mlp_dim=128),
+      aligner=dict(kind="linear", input_dim=64, output_dim=64, depth=1),
+      uvit=dict(channels=32, hidden_size=64, layers_in_middle=1),
+      vae=dict(block_out_channels=(16, 32), layers_per_block=1, norm_num_groups=8, scaling_factor=1.0),
+      repa=dict(layer=1, hidden_dim=64, output_dim=64, depth=3),
+      generation_mode="flow",
+  )
+
+
+FLOW_PARTS = ("llm", "vision", "aligner", "uvit", "vae", "repa")
+AR_PARTS = ("llm", "vision", "aligner", "vq", "gen_aligner", "gen_head")
+
+
 def inference_config(model: dict[str, Any], template: str, arg: str | None):
   """The experiment config of a released model: model shape, chat template, sampling defaults, mesh and rules.
 
@@ -67,14 +102,19 @@ def inference_config(model: dict[str, Any], template: str, arg: str | None):
   arg = common.parse_arg(arg, dtype="float32", scan=True, remat="none")
   c = ml_collections.ConfigDict()
   c.model = model
-  for part in ("llm", "vision", "aligner", "vq", "gen_aligner", "gen_head"):
+  flow = model.get("generation_mode") == "flow"
+  for part in FLOW_PARTS if flow else AR_PARTS:
     c.model[part].dtype = arg.dtype
   for part in ("llm", "vision"):
     c.model[part].scan_layers = arg.scan
     c.model[part].remat_policy = arg.remat
   c.template = template
-  c.sampling = dict(cfg_weight=5.0, temperature=1.0, top_k=0, top_p=1.0, parallel_size=16,
-                    understand_max_new_tokens=512, understand_temperature=0.1, understand_top_p=0.95)
+  if flow:  # JanusFlow README: weight 2, 30 Euler steps, batch 5.
+    c.sampling = dict(cfg_weight=2.0, num_steps=30, solver="euler", time_shift=1.0, parallel_size=5,
+                      understand_max_new_tokens=512, understand_temperature=0.1, understand_top_p=0.95)
+  else:
+    c.sampling = dict(cfg_weight=5.0, temperature=1.0, top_k=0, top_p=1.0, parallel_size=16,
+                      understand_max_new_tokens=512, understand_temperature=0.1, understand_top_p=0.95)
   c.mesh = list(sharding.DEFAULT_MESH)
   c.sharding_rules = list(sharding.DEFAULT_RULES)
   return c

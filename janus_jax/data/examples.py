@@ -27,6 +27,7 @@ class RowSpec:
   gen_image_size: int            # VQ input side (gen_grid * downsample)
   template: str = "deepseek"
   system_prompt: str = ""        # understanding system prompt ("" keeps rows short; official default is longer)
+  und_boi_slot: bool = False     # JanusFlow: `<begin_of_image>` is an image slot too (learned BOI embedding)
 
 
 class RowBuilder:
@@ -66,7 +67,8 @@ class RowBuilder:
     """image: uint8[H, W, 3] (any size; resized and padded as shipped) -> one understanding row."""
     s = self.spec
     prompt = chat.understanding_prompt(question, s.template, s.system_prompt)
-    ids, img_mask = chat.expand_image_placeholders(self.tokenizer.encode(prompt), self.special, s.num_image_tokens)
+    ids, img_mask = chat.expand_image_placeholders(self.tokenizer.encode(prompt), self.special, s.num_image_tokens,
+                                                   extra_boi_slot=s.und_boi_slot)
     answer_ids = self.tokenizer.encode(" " + answer.strip(), add_bos=False) + [self.special.eos]
     seq = np.concatenate([ids, np.asarray(answer_ids, np.int32)]).astype(np.int32)
     row = self._empty()

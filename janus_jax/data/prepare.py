@@ -26,6 +26,7 @@ def shapes_texts(spec: shapes.ShapesSpec, num: int, seed: int = 0) -> list[str]:
   for name in ("deepseek", "deepseek_old"):
     texts.append(chat.understanding_prompt("what colour is it?", name, system_prompt=""))
     texts.append(chat.generation_prompt("a red circle", name))
+  texts.append(shapes.DESCRIBE_PROMPT)
   np.random.default_rng(seed).shuffle(texts)
   return texts
 

@@ -565,6 +565,10 @@ def split_choices(joined: str) -> list[str]:
 # ------------------------------------------------------------------------------------------------
 
 
+# The instruction of captioning understanding rows (answer: the layout caption, see `all_captions`).
+DESCRIBE_PROMPT = "Describe the image."
+
+
 def make_example(seed: int, spec: ShapesSpec) -> dict:
   """The example for `seed` (deterministic; the same dict layout the TFDS builder stores).
 

@@ -12,12 +12,15 @@ TFDS sources must already be prepared in `data_dir` (`download=False`).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import io
 import json
 import os
 from typing import Any, Callable, Sequence
 
 import numpy as np
+
+from janus_jax.data import shapes as shapes_lib
 
 KINDS = ("und", "t2i", "text")
 
@@ -61,7 +64,13 @@ class Adapter:
 
 
 # --- Shapes -------------------------------------------------------------------------------------------------
-def _shapes_und(rec, rng):
+def _shapes_und(rec, rng, caption_prob: float = 0.0):
+  """A question/answer row; with probability `caption_prob` a captioning row instead ("Describe the image." ->
+  the layout caption naming every object's size, colour, shape and cell: dense image supervision, like the
+  image-caption data of Janus stage I)."""
+  if caption_prob > 0 and "captions" in rec and rng.random() < caption_prob:
+    layout = _texts(rec["captions"])[-1]  # `shapes.all_captions` lists the layout caption last.
+    return _image(rec["image"]), shapes_lib.DESCRIBE_PROMPT, layout
   qa = rec["qa"]
   questions = _texts(qa["question"])
   if not questions:
@@ -86,8 +95,12 @@ def _shapes_text(rec, rng):
   return (f"{_text(rec['caption'])}. {questions[i]} {answers[i]}",)
 
 
-def shapes(source) -> Adapter:
-  return Adapter(source, {"und": _shapes_und, "t2i": _shapes_t2i, "text": _shapes_text})
+def shapes(source, caption_prob: float = 0.0) -> Adapter:
+  """Shapes adapter; `caption_prob` is the share of understanding rows that are captioning rows."""
+  if not 0.0 <= caption_prob <= 1.0:
+    raise ValueError(f"caption_prob={caption_prob} must be in [0, 1].")
+  und = functools.partial(_shapes_und, caption_prob=caption_prob)
+  return Adapter(source, {"und": und, "t2i": _shapes_t2i, "text": _shapes_text})
 
 
 # --- ImageNet (tfds imagenet2012): class-name prompts ----------------------------------------------------------
@@ -207,7 +220,8 @@ def adapter_from_config(src_cfg, split: str | None = None) -> Adapter:
   split = split or src_cfg.get("split", "train")
   data_dir = src_cfg.get("data_dir")
   if kind == "shapes":
-    return shapes(tfds_source(src_cfg.get("tfds_name", "janus_shapes"), split, data_dir))
+    return shapes(tfds_source(src_cfg.get("tfds_name", "janus_shapes"), split, data_dir),
+                  caption_prob=float(src_cfg.get("caption_prob", 0.0)))
   if kind == "imagenet2012":
     import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
     builder = tfds.builder("imagenet2012", data_dir=data_dir)

@@ -128,6 +128,66 @@ class GenHeadConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class KLVAEConfig:
+  """KL autoencoder with diffusers `AutoencoderKL` semantics; defaults are SDXL-VAE (83.65M params, 8x down).
+
+  Latents used by the flow model are scaled: z = sample * scaling_factor (no shift for SDXL-VAE).
+  """
+  in_channels: int = 3
+  out_channels: int = 3
+  latent_channels: int = 4
+  block_out_channels: tuple[int, ...] = (128, 256, 512, 512)
+  layers_per_block: int = 2  # Encoder resnets per level; the decoder uses layers_per_block + 1.
+  norm_num_groups: int = 32
+  norm_eps: float = 1e-6
+  mid_block_attention: bool = True  # diffusers `mid_block_add_attention`.
+  use_quant_conv: bool = True
+  use_post_quant_conv: bool = True
+  scaling_factor: float = 0.13025
+  shift_factor: float = 0.0
+  dtype: str = "float32"
+  param_dtype: str = "float32"
+
+  @property
+  def downsample(self) -> int:
+    """Pixels per latent side (8 for SDXL-VAE)."""
+    return 2 ** (len(self.block_out_channels) - 1)
+
+
+@dataclasses.dataclass(frozen=True)
+class UViTConfig:
+  """JanusFlow ShallowUViT generation encoder + decoder (`uvit.py`); defaults are JanusFlow-1.3B.
+
+  Encoder: latent float[B, H, W, latent_channels] -> 2x2 patchify -> `channels` -> ConvNeXt blocks; decoder:
+  LLM-aligned features [B, H/2, W/2, channels] + skip -> ConvNeXt blocks at 2*channels -> unpatchify -> velocity.
+  """
+  latent_channels: int = 4
+  patch_size: int = 2
+  channels: int = 768  # block_out_channels[0]; also the width of the sinusoidal time embedding.
+  layers_in_middle: int = 2
+  hidden_size: int = 2048  # LLM width: the time-embedding MLP output and the AdaLN conditioning input.
+  norm_eps: float = 1e-6
+  use_bias: bool = True
+  dtype: str = "float32"
+  param_dtype: str = "float32"
+
+
+@dataclasses.dataclass(frozen=True)
+class RepaConfig:
+  """REPA head (training only, not in released checkpoints): LLM hidden state after `layer` blocks -> MLP of
+  `depth` Linear layers (SiLU between) -> `output_dim` (understanding-encoder width)."""
+  layer: int = 6
+  hidden_dim: int = 2048
+  output_dim: int = 1024
+  depth: int = 3
+  dtype: str = "float32"
+  param_dtype: str = "float32"
+
+
+GENERATION_MODES = ("ar_vq", "flow")
+
+
+@dataclasses.dataclass(frozen=True)
 class JanusConfig:
   """The unified Janus / Janus-Pro model (generation_mode `ar_vq`)."""
   llm: LlamaConfig = LlamaConfig()
@@ -137,7 +197,32 @@ class JanusConfig:
   gen_aligner: AlignerConfig = AlignerConfig(input_dim=8)
   gen_head: GenHeadConfig = GenHeadConfig()
   gen_embed_dim: int = 8  # Width of the separate `gen_embed` table (16384 x 8), not the VQ codebook.
+  # "ar_vq" (Janus / Janus-Pro: VQ tokens, image head) or "flow" (JanusFlow: rectified flow in KL-VAE latents).
+  # Flow mode uses `uvit`, `vae` and `repa`, and ignores `vq`, `gen_aligner`, `gen_head`, `gen_embed_dim`.
   generation_mode: str = "ar_vq"
+  uvit: UViTConfig = UViTConfig()
+  vae: KLVAEConfig = KLVAEConfig()
+  repa: RepaConfig = RepaConfig()
+
+  def __post_init__(self):
+    if self.generation_mode not in GENERATION_MODES:
+      raise ValueError(f"Unknown model.generation_mode {self.generation_mode!r}; valid: {GENERATION_MODES}.")
+
+  @property
+  def is_flow(self) -> bool:
+    return self.generation_mode == "flow"
+
+  @property
+  def latent_size(self) -> int:
+    """Flow mode: side of the VAE latent the flow model generates (48 for 384 px with SDXL-VAE)."""
+    return self.gen_grid * self.uvit.patch_size
+
+  @property
+  def generated_image_size(self) -> int:
+    """Side in pixels of generated images (VQ decode or VAE decode)."""
+    if self.is_flow:
+      return self.latent_size * self.vae.downsample
+    return self.gen_grid * self.vq.downsample
 
   @property
   def num_image_tokens(self) -> int:
@@ -160,7 +245,8 @@ class JanusConfig:
     """Builds from a (possibly nested) mapping, e.g. `config.model.to_dict()`; unknown keys raise."""
     d = dict(d)
     sub = {"llm": LlamaConfig, "vision": SiglipConfig, "aligner": AlignerConfig, "vq": VQConfig,
-           "gen_aligner": AlignerConfig, "gen_head": GenHeadConfig}
+           "gen_aligner": AlignerConfig, "gen_head": GenHeadConfig, "uvit": UViTConfig, "vae": KLVAEConfig,
+           "repa": RepaConfig}
     kwargs = {}
     for k, v in d.items():
       if k in sub:
@@ -177,11 +263,13 @@ class JanusConfig:
     changes = {k: v for k, v in (("dtype", dtype), ("param_dtype", param_dtype)) if v is not None}
     rep = lambda c: dataclasses.replace(c, **changes)
     return dataclasses.replace(self, llm=rep(self.llm), vision=rep(self.vision), aligner=rep(self.aligner),
-                               vq=rep(self.vq), gen_aligner=rep(self.gen_aligner), gen_head=rep(self.gen_head))
+                               vq=rep(self.vq), gen_aligner=rep(self.gen_aligner), gen_head=rep(self.gen_head),
+                               uvit=rep(self.uvit), vae=rep(self.vae), repa=rep(self.repa))
 
   def with_dtype(self, dtype: str) -> "JanusConfig":
     """A copy computing in `dtype` (params stay as configured)."""
     return self.with_dtypes(dtype=dtype)
 
 
-__all__ = ["LlamaConfig", "SiglipConfig", "AlignerConfig", "VQConfig", "GenHeadConfig", "JanusConfig", "_dtype"]
+__all__ = ["LlamaConfig", "SiglipConfig", "AlignerConfig", "VQConfig", "GenHeadConfig", "KLVAEConfig", "UViTConfig",
+           "RepaConfig", "JanusConfig", "GENERATION_MODES", "_dtype"]

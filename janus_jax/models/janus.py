@@ -135,8 +135,20 @@ def dummy_inputs(cfg: JanusConfig, batch: int = 1, seq_len: int | None = None):
   return ids, image_seq_mask, pixels, positions_from_mask(valid), causal_mask(valid, t)
 
 
+def model_class(cfg: JanusConfig):
+  """The Linen class for `cfg.generation_mode`: JanusModel (ar_vq) or JanusFlowModel (flow)."""
+  if cfg.is_flow:
+    from janus_jax.models.janus_flow import JanusFlowModel  # pylint: disable=import-outside-toplevel
+    return JanusFlowModel
+  return JanusModel
+
+
 def init_params(cfg: JanusConfig, rng: jax.Array, boxed: bool = False):
-  """Random-initialised params (plain nested dict; `boxed=True` keeps the logical-axis metadata boxes)."""
+  """Random-initialised params (plain nested dict; `boxed=True` keeps the logical-axis metadata boxes).
+  Dispatches on `cfg.generation_mode` (flow -> `janus_flow.init_params`)."""
+  if cfg.is_flow:
+    from janus_jax.models import janus_flow  # pylint: disable=import-outside-toplevel
+    return janus_flow.init_params(cfg, rng, boxed)
   variables = JanusModel(cfg).init(rng, *dummy_inputs(cfg))
   return variables["params"] if boxed else nn.unbox(variables["params"])
 

@@ -164,8 +164,10 @@ class LlamaDecoderLayer(nn.Module):
   cfg: LlamaConfig
 
   @nn.compact
-  def __call__(self, carry, layer, cos, sin, mask, cache_index):
-    x, cache = carry
+  def __call__(self, carry, layer, cos, sin, mask, cache_index, capture_layer=None):
+    """carry = (x, cache) or (x, cache, captured); with `capture_layer` (int32 scalar) the output of that layer
+    index is kept in `captured` (REPA reads an intermediate hidden state)."""
+    x, cache = carry[:2]
     cfg = self.cfg
     pdt = jnp.dtype(cfg.param_dtype)
     norm = lambda name: layers.RMSNorm(cfg.rms_norm_eps, axis_name="embed", param_dtype=pdt, name=name)
@@ -174,6 +176,8 @@ class LlamaDecoderLayer(nn.Module):
     x = x + attn_out
     x = x + LlamaMLP(cfg, name="mlp")(norm("post_attention_layernorm")(x))
     x = layers.constrain(x, ("act_batch", "act_seq", "act_embed"))
+    if len(carry) == 3:
+      return (x, cache, jnp.where(layer == capture_layer, x, carry[2])), None
     return (x, cache), None
 
 
@@ -192,7 +196,7 @@ class LlamaModel(nn.Module):
       block = nn.remat(block, policy=policy, prevent_cse=not cfg.scan_layers)
     if cfg.scan_layers:
       stack = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True},
-                      in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast),
+                      in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast),
                       length=cfg.num_layers, metadata_params={nn.PARTITION_NAME: "layers"})
       self.layers = stack(cfg)
     else:
@@ -203,7 +207,8 @@ class LlamaModel(nn.Module):
     """int[B, T] -> float[B, T, D]."""
     return self.embed_tokens(ids)
 
-  def __call__(self, inputs_embeds, positions, mask, cache: KVCache | None = None, cache_index=None):
+  def __call__(self, inputs_embeds, positions, mask, cache: KVCache | None = None, cache_index=None,
+               capture_layer: int | None = None):
     """Runs the stack.
 
     Args:
@@ -212,8 +217,11 @@ class LlamaModel(nn.Module):
       mask: bool[B, T, S] (S = T without cache, S = cache length with one).
       cache: optional KVCache; the new keys/values are written at slots [cache_index, cache_index + T).
       cache_index: int32 scalar, slot of the first new token.
+      capture_layer: optional Python int k (1 <= k <= num_layers): also return the hidden state after block k
+        (before the final norm), e.g. JanusFlow's REPA reads block 6.
     Returns:
-      (hidden float[B, T, D] after the final norm, updated cache or None).
+      (hidden float[B, T, D] after the final norm, updated cache or None), plus `captured` float[B, T, D] as a
+      third element when `capture_layer` is given.
     """
     cfg = self.cfg
     x = layers.constrain(inputs_embeds.astype(jnp.dtype(cfg.dtype)), ("act_batch", "act_seq", "act_embed"))
@@ -221,13 +229,23 @@ class LlamaModel(nn.Module):
     if cache_index is None:
       cache_index = jnp.int32(0)
     # The cache travels as loop state and is updated in place at [layer, :, :, cache_index:] (no per-step copies).
+    if capture_layer is not None and not 1 <= capture_layer <= cfg.num_layers:
+      raise ValueError(f"capture_layer={capture_layer} must be in [1, num_layers={cfg.num_layers}] (the hidden state "
+                       "after that many blocks); fix e.g. model.repa.layer.")
+    captured = None
     if cfg.scan_layers:
-      (x, cache), _ = self.layers((x, cache), jnp.arange(cfg.num_layers), cos, sin, mask, cache_index)
+      carry = (x, cache) if capture_layer is None else (x, cache, jnp.zeros_like(x))
+      idx = None if capture_layer is None else jnp.int32(capture_layer - 1)
+      carry, _ = self.layers(carry, jnp.arange(cfg.num_layers), cos, sin, mask, cache_index, idx)
+      x, cache = carry[:2]
+      captured = carry[2] if capture_layer is not None else None
     else:
       for i, layer in enumerate(self.layers):
         (x, cache), _ = layer((x, cache), i, cos, sin, mask, cache_index)
+        if capture_layer is not None and i == capture_layer - 1:
+          captured = x
     x = self.norm(x)
-    return x, cache
+    return (x, cache) if capture_layer is None else (x, cache, captured)
 
 
 class LlamaForCausalLM(nn.Module):
@@ -248,5 +266,5 @@ class LlamaForCausalLM(nn.Module):
     """float[..., D] -> float32[..., V]."""
     return self.lm_head(hidden).astype(jnp.float32)
 
-  def __call__(self, inputs_embeds, positions, mask, cache=None, cache_index=None):
-    return self.model(inputs_embeds, positions, mask, cache, cache_index)
+  def __call__(self, inputs_embeds, positions, mask, cache=None, cache_index=None, capture_layer=None):
+    return self.model(inputs_embeds, positions, mask, cache, cache_index, capture_layer)

@@ -38,11 +38,11 @@ def _compiled_understand(model: JanusModel, greedy: bool, max_new_tokens: int, t
     key_valid = jnp.concatenate([valid, jnp.ones((b, max_new_tokens), bool)], axis=1)
     positions = positions_from_mask(valid)
     next_position = positions[:, -1] + 1
-    embeds = apply(JanusModel.embed_multimodal, ids, image_seq_mask, pixels)
-    hidden, cache = apply(JanusModel.llm, embeds, positions, causal_mask(key_valid, t, 0), cache, jnp.int32(0))
+    embeds = apply("embed_multimodal", ids, image_seq_mask, pixels)
+    hidden, cache = apply("llm", embeds, positions, causal_mask(key_valid, t, 0), cache, jnp.int32(0))
 
     def pick(last_hidden, step):
-      logits = apply(JanusModel.text_logits, last_hidden)
+      logits = apply("text_logits", last_hidden)
       return sample_next(logits, jax.random.fold_in(rng, step), greedy=greedy, temperature=temperature,
                          top_k=top_k, top_p=top_p)
 
@@ -57,8 +57,8 @@ def _compiled_understand(model: JanusModel, greedy: bool, max_new_tokens: int, t
     def body(state):
       i, tok, done, out, cache = state
       slot = t + i - 1
-      emb = apply(JanusModel.embed_text, tok[:, None])
-      hidden, cache = apply(JanusModel.llm, emb, (next_position + i - 1)[:, None],
+      emb = apply("embed_text", tok[:, None])
+      hidden, cache = apply("llm", emb, (next_position + i - 1)[:, None],
                             causal_mask(key_valid, 1, slot), cache, slot)
       new = jnp.where(done, eos_id, pick(hidden[:, 0], i))
       out = jax.lax.dynamic_update_slice_in_dim(out, new[:, None], i, axis=1)

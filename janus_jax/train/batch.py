@@ -115,7 +115,7 @@ def check_batch(batch: Mapping[str, Any], B: int | None = None, T: int | None = 
       raise ValueError(f"Batch['und_pixels'] images are {und[2]}x{und[3]}; the understanding encoder takes "
                        f"{size}x{size} (model.vision.image_size).")
     if "gen_pixels" in batch:
-      g = cfg.gen_grid * cfg.vq.downsample
+      g = cfg.generated_image_size
       if tuple(batch["gen_pixels"].shape[1:3]) != (g, g):
         raise ValueError(f"Batch['gen_pixels'] images are {batch['gen_pixels'].shape[1]}x"
                          f"{batch['gen_pixels'].shape[2]}; the VQ makes {cfg.num_image_tokens} codes from {g}x{g} "
@@ -133,6 +133,8 @@ def _row_und(rng, cfg, T, n_prompt, n_answer):
   ids = np.concatenate([[BOS], q1, [BEGIN_OF_IMAGE], np.full(n, IMAGE_PLACEHOLDER), [END_OF_IMAGE], q2, ans, [EOS]])
   img = np.zeros(len(ids), bool)
   img[2 + n_prompt:2 + n_prompt + n] = True
+  if cfg.is_flow:  # JanusFlow: the `<begin_of_image>` slot takes the learned BOI embedding (577 slots).
+    img[1 + n_prompt] = True
   supervised = np.zeros(len(ids), bool)  # position t supervised iff its target ids[t + 1] is answer/EOS.
   start = len(ids) - n_answer - 1
   supervised[start - 1:len(ids) - 1] = True
@@ -220,7 +222,7 @@ def synthetic_batch(cfg, B: int, T: int, rng: int | np.random.Generator = 0,
     if kind == "und":
       out["und_pixels"][b, 0] = rng.uniform(-1, 1, (size, size, 3))
   if gen_pixels:
-    g = cfg.gen_grid * cfg.vq.downsample
+    g = cfg.generated_image_size
     has = np.array([kind == "t2i" for kind, _ in rows])
     out["gen_pixels"] = (rng.uniform(-1, 1, (B, g, g, 3)) * has[:, None, None, None]).astype(np.float32)
     out["has_gen_image"] = has

@@ -49,9 +49,9 @@ def model_config(config) -> JanusConfig:
 
 def row_builder(config, cfg: JanusConfig, tokenizer: Tokenizer) -> RowBuilder:
   spec = RowSpec(seq_len=int(config.input.seq_len), num_image_tokens=cfg.num_image_tokens,
-                 und_image_size=cfg.vision.image_size, gen_image_size=cfg.gen_grid * cfg.vq.downsample,
+                 und_image_size=cfg.vision.image_size, gen_image_size=cfg.generated_image_size,
                  template=_get(config, "template", "deepseek"),
-                 system_prompt=_get(config.input, "system_prompt", ""))
+                 system_prompt=_get(config.input, "system_prompt", ""), und_boi_slot=cfg.is_flow)
   return RowBuilder(tokenizer, spec)
 
 
@@ -176,7 +176,9 @@ def train(config, workdir: str, *, verbose: bool = True) -> state_lib.TrainState
         check_finite(step, {"loss": values["loss"], "grad_norm": values["grad_norm"]}, last_saved)
         writer.scalars(step, {f"train/{k}": v for k, v in values.items()})
         if verbose:
-          print(progress.line(step, {k: values[k] for k in ("loss", "loss_text", "loss_image", "lr")}), flush=True)
+          shown = ("loss", "loss_text", "loss_rf", "loss_repa", "lr") if cfg.is_flow else (
+              "loss", "loss_text", "loss_image", "lr")
+          print(progress.line(step, {k: values[k] for k in shown}), flush=True)
       if sample_every and prompts and (step % sample_every == 0 or step == num_steps):
         from janus_jax.cli import image_grid  # pylint: disable=import-outside-toplevel
         images = sample_images(state.params, cfg, tokenizer, _get(config, "template", "deepseek"), prompts,

@@ -18,6 +18,8 @@ Config (`config.optim`, every key optional except `lr`; unknown keys raise):
   trainable      list of regexes (re.fullmatch on '/'-joined param paths): only matching params train
                  (None = all)
   frozen         list of regexes: matching params are frozen (applied after `trainable`)
+  ema_decay      > 0 keeps an exponential moving average of the params in the train state (JanusFlow: 0.99);
+                 read by `train.state`, not by the optimizer
 Every regex must match at least one param (typo protection). Frozen params get `optax.set_to_zero()` through
 `optax.multi_transform`: their optimizer state is empty, and the train step leaves them bit-identical and does not
 even compute their gradients. The returned transformation is a `KeyedTransformation` (equal when built from the
@@ -37,6 +39,7 @@ import optax
 DEFAULTS = dict(
     lr=None, schedule="constant", warmup_steps=0, total_steps=0, end_lr_factor=0.0, b1=0.9, b2=0.95, eps=1e-8,
     weight_decay=0.0, decay_pattern=r".*/kernel", grad_clip_norm=1.0, mu_dtype=None, trainable=None, frozen=(),
+    ema_decay=0.0,
 )
 SCHEDULES = ("constant", "cosine")
 TRAINABLE, FROZEN = "trainable", "frozen"
@@ -55,11 +58,27 @@ STAGES = {
 }
 
 
-def stage_trainable(stage: int) -> dict[str, Any]:
-  """{'trainable': [...] | None, 'frozen': [...]} for Janus training stage 1, 2 or 3."""
-  if stage not in STAGES:
-    raise ValueError(f"Unknown Janus training stage {stage!r}; valid stages: {sorted(STAGES)}.")
-  s = STAGES[stage]
+# JanusFlow stages (janus_models.md 5.3); the VAE (`vae/`) is always frozen.
+FLOW_STAGES = {
+    # Stage I: only the new modules: the linear aligners, the learned BOI embedding, g_enc, g_dec, the REPA head.
+    1: dict(trainable=["vision_und_enc_aligner/.*", "beg_of_und_embed", "vision_gen_enc_model/.*",
+                       "vision_gen_enc_aligner/.*", "vision_gen_dec_model/.*", "vision_gen_dec_aligner/.*",
+                       "vision_gen_dec_aligner_norm/.*", "repa_projector/.*"], frozen=[]),
+    # Stage II: everything except SigLIP.
+    2: dict(trainable=None, frozen=["vision_und_enc_model/.*", "vae/.*"]),
+    # Stage III (SFT): everything, SigLIP included.
+    3: dict(trainable=None, frozen=["vae/.*"]),
+}
+
+
+def stage_trainable(stage: int, generation_mode: str = "ar_vq") -> dict[str, Any]:
+  """{'trainable': [...] | None, 'frozen': [...]} for training stage 1, 2 or 3 of Janus (`ar_vq`) or JanusFlow
+  (`flow`)."""
+  stages = FLOW_STAGES if generation_mode == "flow" else STAGES
+  if stage not in stages:
+    family = "JanusFlow" if generation_mode == "flow" else "Janus"
+    raise ValueError(f"Unknown {family} training stage {stage!r}; valid stages: {sorted(stages)}.")
+  s = stages[stage]
   return dict(trainable=None if s["trainable"] is None else list(s["trainable"]), frozen=list(s["frozen"]))
 
 

@@ -38,6 +38,8 @@ class TrainState:
   opt_state: Any
   tx: optax.GradientTransformation = struct.field(pytree_node=False)
   trainable: tuple[str, ...] = struct.field(pytree_node=False)
+  ema_params: Any = None  # EMA of params (same tree) when `optim.ema_decay` > 0, else None.
+  ema_decay: float = struct.field(pytree_node=False, default=0.0)
 
   def trainable_flags(self) -> list[bool]:
     """Per leaf of `params` (jax.tree.leaves order): does it train?"""
@@ -97,8 +99,10 @@ def create_sharded_train_state(cfg: JanusConfig, optim_cfg, shardings: TrainStat
 
 def _state_from_params(optim_cfg, params) -> TrainState:
   tx, _ = optim.make_optimizer(optim_cfg, params)
+  decay = float(optim.resolve_config(optim_cfg)["ema_decay"])
+  ema = jax.tree.map(jnp.copy, params) if decay > 0 else None
   return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params), tx=tx,
-                    trainable=_trainable_paths(optim_cfg, params))
+                    trainable=_trainable_paths(optim_cfg, params), ema_params=ema, ema_decay=decay)
 
 
 def abstract_state(cfg: JanusConfig, optim_cfg) -> TrainState:
@@ -120,7 +124,8 @@ def state_shardings(cfg: JanusConfig, optim_cfg, mesh: jax.sharding.Mesh,
   param_sh = sharding_lib.logical_to_sharding(abstract_params(cfg, boxed=True), mesh, normalize_rules(rules))
   abstract = abstract_state(cfg, optim_cfg)
   return abstract.replace(step=sharding_lib.replicated(mesh), params=param_sh,
-                          opt_state=opt_state_shardings(abstract.opt_state, abstract.params, param_sh, mesh))
+                          opt_state=opt_state_shardings(abstract.opt_state, abstract.params, param_sh, mesh),
+                          ema_params=None if abstract.ema_params is None else param_sh)
 
 
 def opt_state_shardings(opt_state, params, param_shardings, mesh) -> Any:

@@ -25,6 +25,12 @@ a misspelling of these):
                     resolve it from the tokenizer: 100002 for Janus-Pro-1B, 100015 for Janus-1.3B / Pro-7B)
   max_text_tokens   None, or K: run lm_head only on each row's first K text-supervised positions (memory)
   max_image_tokens  None, or K: same for gen_head
+  flow              flow mode only: rectified-flow / REPA settings (`janus_jax/train/flow_losses.py`)
+
+Flow mode (`model.generation_mode == "flow"`, JanusFlow): the same batch format; `gen_pixels` are encoded by the
+frozen VAE inside the loss, which is text CE + rectified flow + REPA (`flow_losses`); CFG dropout replaces the
+prompt by pads AND masks them out (the official unconditional rows: BOS + masked pads, positions unchanged).
+With `optim.ema_decay > 0` the state keeps an EMA of the params, updated after every step.
 """
 from __future__ import annotations
 
@@ -41,13 +47,14 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from janus_jax import sharding as sharding_lib
 from janus_jax.models.configs import JanusConfig
-from janus_jax.models.janus import JanusModel
+from janus_jax.models.janus import JanusModel, model_class
 from janus_jax.models.llama import causal_mask
-from janus_jax.train import losses
+from janus_jax.train import flow_losses, losses
 from janus_jax.train.batch import check_batch
 from janus_jax.train.state import TrainState, normalize_rules
 
-STEP_DEFAULTS = dict(grad_accum_steps=1, cfg_dropout=0.1, pad_id=None, max_text_tokens=None, max_image_tokens=None)
+STEP_DEFAULTS = dict(grad_accum_steps=1, cfg_dropout=0.1, pad_id=None, max_text_tokens=None, max_image_tokens=None,
+                     flow=None)
 DATA_AXES = ("data", "fsdp")
 
 
@@ -72,8 +79,10 @@ def resolve_train_config(train_cfg: Mapping[str, Any] | Any | None) -> dict[str,
 # Batch transforms (pure).
 # ------------------------------------------------------------------------------------------------------------
 
-def apply_cfg_dropout(batch: dict, rng: jax.Array, rate: float, pad_id: int | None) -> tuple[dict, jax.Array]:
-  """Replaces each row's `cfg_drop_mask` ids by `pad_id` with probability `rate`; returns (batch, rows dropped)."""
+def apply_cfg_dropout(batch: dict, rng: jax.Array, rate: float, pad_id: int | None,
+                      mask_dropped: bool = False) -> tuple[dict, jax.Array]:
+  """Replaces each row's `cfg_drop_mask` ids by `pad_id` with probability `rate` (and with `mask_dropped` also
+  marks them not `valid`, JanusFlow's unconditional layout); returns (batch, rows dropped)."""
   if "cfg_drop_mask" not in batch or rate <= 0.0:
     return batch, jnp.zeros((), jnp.float32)
   if pad_id is None:
@@ -83,6 +92,8 @@ def apply_cfg_dropout(batch: dict, rng: jax.Array, rate: float, pad_id: int | No
   drop = jax.random.bernoulli(rng, rate, (mask.shape[0],))
   replace = drop[:, None] & mask
   out = dict(batch, input_ids=jnp.where(replace, jnp.asarray(pad_id, batch["input_ids"].dtype), batch["input_ids"]))
+  if mask_dropped:
+    out["valid"] = batch["valid"] & ~replace
   return out, jnp.sum(drop & mask.any(axis=1)).astype(jnp.float32)
 
 
@@ -154,6 +165,14 @@ def _supervised_count(mask: jax.Array, cap) -> jax.Array:
   return jnp.sum(per_row).astype(jnp.float32)
 
 
+def update_ema(ema, params, decay: float):
+  """ema <- decay * ema + (1 - decay) * params (float32 math, stored in ema's dtype); None stays None."""
+  if ema is None:
+    return None
+  return jax.tree.map(lambda e, p: (decay * e.astype(jnp.float32) + (1.0 - decay) * p.astype(jnp.float32))
+                      .astype(e.dtype), ema, params)
+
+
 def _split_microbatches(batch: dict, accum: int) -> dict:
   """[B, ...] -> [A, B/A, ...] with row r in microbatch r % A (each device keeps its own rows)."""
   def split(x):
@@ -181,19 +200,30 @@ def make_train_step(cfg: JanusConfig, train_cfg=None, tx: optax.GradientTransfor
   c = resolve_train_config(train_cfg)
   accum = int(c["grad_accum_steps"])
   caps = (c["max_text_tokens"], c["max_image_tokens"])
-  model = JanusModel(cfg)
+  flow = cfg.is_flow
+  fc = flow_losses.resolve_flow_config(c["flow"]) if flow else None
+  model = model_class(cfg)(cfg)
 
   def train_step(state: TrainState, batch: Mapping[str, jax.Array], rng: jax.Array):
     B, _ = check_batch(batch, cfg=cfg)
     if B % accum:
       raise ValueError(f"Global batch {B} is not divisible by train.grad_accum_steps={accum}. Fix: make "
                        f"input.batch_size a multiple of {accum} or change grad_accum_steps.")
+    if flow and any(p.startswith("vae/") for p in state.trainable):
+      raise ValueError("Flow mode: the VAE must stay frozen (its latents are the regression targets). Fix: add "
+                       "'vae/.*' to optim.frozen (the JanusFlow stage configs do).")
     opt = tx if tx is not None else state.tx
     schedule = schedule_fn or getattr(opt, "schedule", None)
     rng = jax.random.fold_in(rng, state.step)
-    batch, dropped_rows = apply_cfg_dropout(dict(batch), rng, float(c["cfg_dropout"]), c["pad_id"])
-    normalizer = (_supervised_count(batch["text_loss_mask"], caps[0])
-                  + _supervised_count(batch["image_loss_mask"], caps[1]))
+    drop_rng, loss_rng = rng, jax.random.fold_in(rng, 1)
+    batch, dropped_rows = apply_cfg_dropout(dict(batch), drop_rng, float(c["cfg_dropout"]), c["pad_id"],
+                                            mask_dropped=flow)
+    if flow:
+      rows = batch.get("has_gen_image", batch["gen_image_mask"].any(axis=1))
+      norms = (_supervised_count(batch["text_loss_mask"], caps[0]), jnp.sum(rows).astype(jnp.float32))
+    else:
+      normalizer = (_supervised_count(batch["text_loss_mask"], caps[0])
+                    + _supervised_count(batch["image_loss_mask"], caps[1]))
 
     leaves, treedef = jax.tree.flatten(state.params)
     flags = state.trainable_flags()
@@ -204,34 +234,45 @@ def make_train_step(cfg: JanusConfig, train_cfg=None, tx: optax.GradientTransfor
       it, ifr = iter(t), iter(fr)
       return treedef.unflatten([next(it) if f else next(ifr) for f in flags])
 
-    def micro_grads(micro):
-      micro = encode_gen_pixels(model, merge(train, frozen), micro)
+    def micro_grads(micro, micro_rng):
+      if flow:
+        def loss_fn(t):
+          sums = model.apply({"params": merge(t, frozen)}, micro, micro_rng, fc, caps[0],
+                             method=flow_losses.flow_loss_sums)
+          return flow_losses.total_flow_loss(sums, *norms, fc), sums
+      else:
+        micro = encode_gen_pixels(model, merge(train, frozen), micro)
 
-      def loss_fn(t):
-        sums = model.apply({"params": merge(t, frozen)}, micro, *caps, method=loss_sums)
-        return losses.total_loss(sums, normalizer), sums
+        def loss_fn(t):
+          sums = model.apply({"params": merge(t, frozen)}, micro, *caps, method=loss_sums)
+          return losses.total_loss(sums, normalizer), sums
 
       (_, sums), grads = jax.value_and_grad(loss_fn, has_aux=True)(train)
       return [g.astype(jnp.float32) for g in grads], sums
 
+    zero_sums = flow_losses.FlowSums.zeros() if flow else losses.LossSums.zeros()
     if accum == 1:
-      grads, sums = micro_grads(batch)
+      grads, sums = micro_grads(batch, loss_rng)
     else:
-      def body(carry, micro):
+      def body(carry, xs):
         acc, total = carry
-        g, s = micro_grads(micro)
+        micro, micro_rng = xs
+        g, s = micro_grads(micro, micro_rng)
         return ([a + b for a, b in zip(acc, g)], jax.tree.map(jnp.add, total, s)), None
 
-      init = ([jnp.zeros_like(x, jnp.float32) for x in train], losses.LossSums.zeros())
-      (grads, sums), _ = jax.lax.scan(body, init, _split_microbatches(batch, accum))
+      init = ([jnp.zeros_like(x, jnp.float32) for x in train], zero_sums)
+      xs = (_split_microbatches(batch, accum), jax.random.split(loss_rng, accum))
+      (grads, sums), _ = jax.lax.scan(body, init, xs)
 
     full_grads = merge(grads, [jnp.zeros_like(x) for x in frozen])
     updates, opt_state = opt.update(full_grads, state.opt_state, state.params)
     upd = [u for u, f in zip(jax.tree.leaves(updates), flags) if f]
     new_train = [(p + u).astype(p.dtype) for p, u in zip(train, upd)]
-    new_state = state.replace(step=state.step + 1, params=merge(new_train, frozen), opt_state=opt_state)
+    new_params = merge(new_train, frozen)
+    new_state = state.replace(step=state.step + 1, params=new_params, opt_state=opt_state,
+                              ema_params=update_ema(state.ema_params, new_params, state.ema_decay))
 
-    metrics = losses.metrics_from_sums(sums)
+    metrics = flow_losses.flow_metrics(sums, fc) if flow else losses.metrics_from_sums(sums)
     metrics.update(
         grad_norm=optax.global_norm(grads), param_norm=optax.global_norm(new_train),
         update_norm=optax.global_norm(upd), cfg_dropped_rows=dropped_rows,
@@ -307,6 +348,6 @@ def compile_train_step(step_fn: Callable, state_shardings: Any, batch_shardings:
 
 
 __all__ = ["STEP_DEFAULTS", "resolve_train_config", "apply_cfg_dropout", "fill_in_order", "fill_gen_codes",
-           "encode_gen_pixels", "prepare_batch", "forward_hidden", "loss_sums", "make_train_step",
+           "encode_gen_pixels", "prepare_batch", "forward_hidden", "loss_sums", "update_ema", "make_train_step",
            "data_parallel_axes", "data_parallel_size", "batch_sharding", "check_batch_divisible",
            "compile_train_step"]
