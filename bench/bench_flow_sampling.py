@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from janus_jax.configs import models
-from janus_jax.models import janus
+from janus_jax.models import janus, param_layout
 from janus_jax.models.configs import JanusConfig
 from janus_jax.models.janus_flow import JanusFlowModel
 from janus_jax.sampling import flow_image
@@ -49,6 +49,7 @@ def main() -> None:
   model_dict = mid_config() if args.preset == "mid" else getattr(models, args.preset)()
   cfg = JanusConfig.from_dict(model_dict).with_dtypes(dtype=args.dtype)
   params = jax.jit(lambda r: janus.init_params(cfg, r))(jax.random.PRNGKey(0))
+  params, cfg = param_layout.for_decoding(params, cfg)  # unrolled layers, one cache buffer each (as the pipeline)
   model = JanusFlowModel(cfg)
   print(f"device {jax.devices()[0].device_kind}, preset {args.preset}, dtype {args.dtype}, "
         f"{cfg.num_image_tokens} image tokens, {args.steps} Euler steps, {args.images} image(s) + CFG twins")
