@@ -41,6 +41,15 @@ def scatter_image_features(text_embeds: jax.Array, image_seq_mask: jax.Array, fe
   return jnp.where(image_seq_mask[..., None], gathered.astype(text_embeds.dtype), text_embeds)
 
 
+def embed_with_images(module, ids, image_seq_mask, pixel_values) -> jax.Array:
+  """`module.embed_text(ids)` with `module.image_features` of every row's n images (float[B, n, H, W, 3], in order)
+  scattered into the image positions. Shared by JanusModel (576 slots per image) and JanusFlowModel (577)."""
+  b, n = pixel_values.shape[:2]
+  feats = module.image_features(pixel_values.reshape((b * n,) + pixel_values.shape[2:]))
+  feats = feats.reshape(b, n * feats.shape[1], feats.shape[2])
+  return scatter_image_features(module.embed_text(ids), image_seq_mask, feats)
+
+
 class JanusModel(nn.Module):
   """Janus / Janus-Pro: two decoupled vision paths around one LLaMA decoder."""
   cfg: JanusConfig
@@ -75,10 +84,7 @@ class JanusModel(nn.Module):
       pixel_values: float[B, n, H, W, 3] (n images per row, zero images allowed only if the mask is empty).
     Returns: float[B, T, D].
     """
-    b, n = pixel_values.shape[:2]
-    feats = self.image_features(pixel_values.reshape((b * n,) + pixel_values.shape[2:]))
-    feats = feats.reshape(b, n * feats.shape[1], feats.shape[2])
-    return scatter_image_features(self.embed_text(ids), image_seq_mask, feats)
+    return embed_with_images(self, ids, image_seq_mask, pixel_values)
 
   # --- generation path ------------------------------------------------------------------------------------
   def embed_image_tokens(self, codes: jax.Array) -> jax.Array:

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 from janus_jax.models import layers
 from janus_jax.models.aligners import Aligner
 from janus_jax.models.configs import AlignerConfig, JanusConfig
-from janus_jax.models.janus import scatter_image_features
+from janus_jax.models.janus import embed_with_images
 from janus_jax.models.kl_vae import AutoencoderKL
 from janus_jax.models.llama import KVCache, LlamaForCausalLM
 from janus_jax.models.siglip import SiglipVisionTower
@@ -102,10 +102,7 @@ class JanusFlowModel(nn.Module):
       pixel_values float[B, n, H, W, 3].
     Returns: float[B, T, D].
     """
-    b, n = pixel_values.shape[:2]
-    feats = self.image_features(pixel_values.reshape((b * n,) + pixel_values.shape[2:]))
-    feats = feats.reshape(b, n * feats.shape[1], feats.shape[2])
-    return scatter_image_features(self.embed_text(ids), image_seq_mask, feats)
+    return embed_with_images(self, ids, image_seq_mask, pixel_values)
 
   def text_logits(self, hidden: jax.Array) -> jax.Array:
     """float[..., D] -> float32[..., vocab]."""
