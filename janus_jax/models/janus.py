@@ -129,9 +129,10 @@ class JanusModel(nn.Module):
 
 
 def dummy_inputs(cfg: JanusConfig, batch: int = 1, seq_len: int | None = None):
-  """Smallest inputs that exercise every parameter (for `init` / `eval_shape`)."""
+  """Smallest inputs that exercise every parameter (for `init` / `eval_shape`); flow mode has one more image slot
+  per image (JanusFlow's learned `<begin_of_image>` embedding)."""
   from janus_jax.models.llama import causal_mask, positions_from_mask
-  n = cfg.num_image_tokens
+  n = cfg.num_image_tokens + (1 if cfg.is_flow else 0)
   t = seq_len or n + 2
   ids = jnp.zeros((batch, t), jnp.int32)
   image_seq_mask = jnp.zeros((batch, t), bool).at[:, 1:1 + n].set(True)

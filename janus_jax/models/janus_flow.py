@@ -26,6 +26,7 @@ import jax.numpy as jnp
 from janus_jax.models import layers
 from janus_jax.models.aligners import Aligner
 from janus_jax.models.configs import AlignerConfig, JanusConfig
+from janus_jax.models import janus
 from janus_jax.models.janus import embed_with_images
 from janus_jax.models.kl_vae import AutoencoderKL
 from janus_jax.models.llama import KVCache, LlamaForCausalLM
@@ -162,22 +163,9 @@ class JanusFlowModel(nn.Module):
     return self.text_logits(hidden)
 
 
-def dummy_inputs(cfg: JanusConfig, batch: int = 1):
-  """Smallest understanding inputs that exercise every parameter (577 image slots)."""
-  from janus_jax.models.llama import causal_mask, positions_from_mask  # pylint: disable=import-outside-toplevel
-  n = cfg.num_image_tokens + 1
-  t = n + 2
-  ids = jnp.zeros((batch, t), jnp.int32)
-  image_seq_mask = jnp.zeros((batch, t), bool).at[:, 1:1 + n].set(True)
-  size = cfg.vision.image_size
-  pixels = jnp.zeros((batch, 1, size, size, 3), jnp.float32)
-  valid = jnp.ones((batch, t), bool)
-  return ids, image_seq_mask, pixels, positions_from_mask(valid), causal_mask(valid, t)
-
-
 def init_params(cfg: JanusConfig, rng: jax.Array, boxed: bool = False):
   """Random-initialised JanusFlow params (plain nested dict unless `boxed`)."""
-  variables = JanusFlowModel(cfg).init(rng, *dummy_inputs(cfg))
+  variables = JanusFlowModel(cfg).init(rng, *janus.dummy_inputs(cfg))
   return variables["params"] if boxed else nn.unbox(variables["params"])
 
 
