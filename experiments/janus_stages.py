@@ -104,6 +104,8 @@ def get_config(arg=None):
       batch_size=batch,  # Global.
       seq_len=64 if shapes else 4096,
       mixture=dict(und=und, text=text, t2i=gen),  # Kinds of janus_jax.data.sources.KINDS.
+      # First-fit packing of rows into seq_len-token sequences (--config.input.packing.enabled=True).
+      packing=dict(enabled=False, max_und_images=2 if shapes else 6),
       # Entries for janus_jax.data.sources.adapter_from_config; set your own data for the released sizes.
       sources=[dict(kind="shapes")] if shapes else []))
 

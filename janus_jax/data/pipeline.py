@@ -9,6 +9,12 @@ Each stream shuffles its source per epoch (grain reshuffles every repetition), d
 streams deterministically in proportion to the configured weights. Everything is a function of `seed` and the
 record index, so two runs with the same config see the same data in the same order, and so does a resumed run.
 Multi-host: each process takes every `process_count`-th element of the mixture and builds its local batch.
+
+Packing (config `input.packing = dict(enabled=True, max_und_images=k)`): rows are cut to their tokens and packed first-fit into
+`seq_len`-token rows (grain `FirstFitPackIterDataset`, one bin per batch row) with `segment_ids` (a token attends
+only to its own segment), each segment keeping its own RoPE positions; a packed row holds at most `k`
+understanding images and one generation image. The packer's state is part of the iterator state, so resume stays
+exact.
 """
 from __future__ import annotations
 
@@ -61,9 +67,49 @@ def mixture_weights(mixture: Mapping[str, float]) -> dict[str, float]:
   return {k: v / total for k, v in weights.items()}
 
 
+# Per-token row features: cut to the row's length before packing, concatenated by the packer.
+TOKEN_KEYS = ("input_ids", "positions", "valid", "und_image_mask", "gen_image_mask", "targets", "text_loss_mask",
+              "image_loss_mask", "cfg_drop_mask")
+
+
+class _CutRow(grain.transforms.Map):
+  """A padded row -> its `n` tokens (n = last valid position + 1) and its images as length-0/1 stacks."""
+
+  def map(self, row):
+    n = int(np.flatnonzero(row["valid"])[-1]) + 1 if row["valid"].any() else 0
+    out = {k: row[k][:n] for k in TOKEN_KEYS}
+    out["und_pixels"] = row["und_pixels"] if row["und_image_mask"].any() else row["und_pixels"][:0]
+    out["gen_pixels"] = row["gen_pixels"][None][:1 if bool(row["has_gen_image"]) else 0]
+    return out
+
+
+class _FinishPack(grain.transforms.Map):
+  """The packer's output -> the batch format: `segment_ids` (0 on padding), one generation image per row."""
+
+  def map(self, packed):
+    out = {k: packed[k] for k in TOKEN_KEYS + ("und_pixels",)}
+    out["segment_ids"] = packed["valid_segment_ids"].astype(np.int32)
+    out["gen_pixels"] = packed["gen_pixels"][0]
+    out["has_gen_image"] = np.asarray(packed["gen_pixels_segment_ids"][0] > 0)
+    return out
+
+
+def pack_rows(rows: grain.IterDataset, builder: RowBuilder, *, max_und_images: int, num_bins: int,
+              seed: int) -> grain.IterDataset:
+  """Padded rows -> packed rows of the same `seq_len` (see the module docstring)."""
+  if max_und_images < 1:
+    raise ValueError(f"input.packing.max_und_images={max_und_images} must be >= 1.")
+  s = builder.spec
+  lengths = {k: s.seq_len for k in TOKEN_KEYS}
+  lengths.update(und_pixels=max_und_images, gen_pixels=1)
+  packed = grain.experimental.FirstFitPackIterDataset(rows.map(_CutRow()), length_struct=lengths,
+                                                      num_packing_bins=num_bins, seed=seed, shuffle_bins=True)
+  return packed.map(_FinishPack())
+
+
 def build_train_dataset(adapters: Sequence[Adapter], builder: RowBuilder, mixture: Mapping[str, float], *,
-                        batch_size: int, seed: int = 0, process_index: int = 0,
-                        process_count: int = 1) -> grain.IterDataset:
+                        batch_size: int, seed: int = 0, process_index: int = 0, process_count: int = 1,
+                        packing: Mapping | None = None) -> grain.IterDataset:
   """The batched, infinite training dataset of this process.
 
   Args:
@@ -71,6 +117,8 @@ def build_train_dataset(adapters: Sequence[Adapter], builder: RowBuilder, mixtur
     builder: formats rows (tokenizer, seq_len, image sizes).
     mixture: weight per kind ("und", "text", "t2i"); zero-weight kinds are skipped.
     batch_size: rows per batch on THIS process (global batch / process_count).
+    packing: None / {} / dict(enabled=False, ...): one row per sequence, padded; dict(max_und_images=k) (and
+      `enabled=True`): pack rows into sequences, at most k understanding images per sequence (default 2).
   """
   weights = mixture_weights(mixture)
   streams, stream_weights = [], []
@@ -84,7 +132,15 @@ def build_train_dataset(adapters: Sequence[Adapter], builder: RowBuilder, mixtur
   mixed = streams[0] if len(streams) == 1 else grain.MapDataset.mix(streams, weights=stream_weights)
   if process_count > 1:
     mixed = mixed[process_index::process_count]
-  return mixed.batch(batch_size, drop_remainder=True).to_iter_dataset()
+  packing = dict(packing or {})
+  unknown = sorted(set(packing) - {"enabled", "max_und_images"})
+  if unknown:
+    raise ValueError(f"Unknown input.packing key(s) {unknown}; valid: ['enabled', 'max_und_images'].")
+  if not packing.get("enabled", True) or not packing:
+    return mixed.batch(batch_size, drop_remainder=True).to_iter_dataset()
+  packed = pack_rows(mixed.to_iter_dataset(), builder, max_und_images=int(packing.get("max_und_images", 2)),
+                     num_bins=batch_size, seed=seed + 7)
+  return packed.batch(batch_size, drop_remainder=True)
 
 
 def build_train_iterator(*args, **kwargs) -> grain.DatasetIterator:

@@ -67,7 +67,13 @@ def data_iterator(config, cfg: JanusConfig, tokenizer: Tokenizer, split: str = "
   return pipeline.build_train_iterator(
       adapters, row_builder(config, cfg, tokenizer), dict(config.input.mixture),
       batch_size=global_batch // jax.process_count(), seed=int(_get(config, "seed", 0)),
-      process_index=jax.process_index(), process_count=jax.process_count())
+      process_index=jax.process_index(), process_count=jax.process_count(), packing=_packing(config.input))
+
+
+def _packing(input_cfg) -> dict | None:
+  """`input.packing` as a plain dict, or None when absent (no packing)."""
+  packing = _get(input_cfg, "packing")
+  return dict(packing.to_dict() if hasattr(packing, "to_dict") else packing) if packing else None
 
 
 def global_batch(local: Mapping[str, np.ndarray], batch_sharding) -> dict[str, jax.Array]:
