@@ -1,5 +1,5 @@
 """Training a small KL autoencoder (`janus_jax.models.kl_vae.AutoencoderKL`) on images, e.g. Shapes, as the latent
-space of a JanusFlow-style flow model. Mirrors `vq_trainer`.
+space of a JanusFlow-style flow model. Shares its loop with `vq_trainer` (`autoencoder_loop.fit`).
 
 Loss = reconstruction (MSE, or L1 with `recon_loss="l1"`) of the decoded posterior sample
      + kl_weight * KL(q(z|x) || N(0, 1)) averaged over latent elements (default 1e-6, as SD VAEs).
@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import os
-import time
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable
 
 import jax
 import jax.numpy as jnp
@@ -28,9 +26,7 @@ import optax
 
 from janus_jax.models.configs import KLVAEConfig
 from janus_jax.models.kl_vae import AutoencoderKL, init_vae_params, kl_divergence
-from janus_jax.train.checkpoint import Checkpointer, abstract_like
-from janus_jax.train.metrics import MetricsWriter, Progress, check_finite
-from janus_jax.train.vq_trainer import psnr, to_model_range
+from janus_jax.train.autoencoder_loop import fit, psnr, to_model_range
 
 RECON_LOSSES = ("mse", "l1")
 
@@ -122,23 +118,6 @@ def calibrated_config(cfg: KLVAEConfig, report: dict[str, Any], shift: bool = Fa
                              shift_factor=float(report["shift_factor"]) if shift else cfg.shift_factor)
 
 
-def _batches(train_images, batch_size: int, seed: int, start: int) -> Iterator[np.ndarray]:
-  """uint8 batches from an array (seeded permutation per epoch: a resumed run sees the same batches) or from an
-  iterable of uint8[B, H, W, 3] batches (consumed from its current position)."""
-  if isinstance(train_images, np.ndarray):
-    n = len(train_images)
-    per_epoch = max(n // batch_size, 1)
-    step = start
-    while True:
-      epoch, k = divmod(step, per_epoch)
-      order = np.random.default_rng([seed, epoch]).permutation(n)
-      yield train_images[order[k * batch_size:(k + 1) * batch_size]]
-      step += 1
-  else:
-    for batch in train_images:
-      yield np.asarray(batch)
-
-
 def _check_images(x: np.ndarray, cfg: KLVAEConfig, what: str) -> None:
   if x.ndim != 4 or x.shape[-1] != cfg.in_channels or x.dtype != np.uint8:
     raise ValueError(f"{what} expects uint8[N, H, W, {cfg.in_channels}] images, got {x.dtype}{x.shape}.")
@@ -164,51 +143,21 @@ def train_vae(cfg: KLVAEConfig, train_images: np.ndarray | Iterable[np.ndarray],
   _check_loss_options(recon_loss, perceptual_weight, adversarial_weight)
   _check_images(eval_images, cfg, "train_vae (eval_images)")
   _, tx, step_fn, _ = _step_fn(cfg, float(lr), int(warmup), int(steps), float(kl_weight), recon_loss,
-                                   bool(sample_posterior))
-  params = init_vae_params(cfg, jax.random.PRNGKey(seed))
-  state = {"params": params, "opt_state": tx.init(params)}
-  start = 0
-  ckpt = writer = None
-  if workdir:
-    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), save_every=checkpoint_every or steps, keep=2)
-    restored = ckpt.restore_latest(abstract_like(state))
-    if restored is not None:
-      state, start = restored
-      if not quiet:
-        print(f"resumed VAE training from step {start}")
-    writer = MetricsWriter(workdir)
-  params, opt_state = state["params"], state["opt_state"]
-  batches = _batches(train_images, batch_size, seed, start)
+                               bool(sample_posterior))
   noise_key = jax.random.PRNGKey(seed + 1)
-  progress = Progress(steps, start)
-  t0 = time.time()
-  for step in range(start, steps):
-    try:
-      batch = next(batches)
-    except StopIteration:
-      raise ValueError(f"train_vae: the image iterator ran out after {step} of {steps} steps.") from None
-    _check_images(batch, cfg, "train_vae (training batch)")
-    params, opt_state, metrics = step_fn(params, opt_state, jnp.asarray(to_model_range(batch)),
-                                         jax.random.fold_in(noise_key, step))
-    done = step + 1
-    if done % log_every == 0 or done == steps:
-      metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
-      check_finite(done, metrics, ckpt.latest_step() if ckpt else None)
-      if writer:
-        writer.scalars(done, {f"vae/{k}": v for k, v in metrics.items()})
-      if not quiet:
-        print("[vae] " + progress.line(done, {"rec": metrics[f"recon_{recon_loss}"], "kl": metrics["kl"]}),
-              flush=True)
-    if ckpt is not None:
-      ckpt.maybe_save(done, {"params": params, "opt_state": opt_state})
-  report = evaluate_vae(cfg, params, eval_images, batch_size=batch_size)
-  report.update(steps=steps, train_seconds=round(time.time() - t0, 1))
-  if writer:
-    writer.scalars(steps, {"vae/eval_psnr": report["psnr"], "vae/eval_latent_std": report["latent_std"]})
-    writer.close()
-  if ckpt is not None:
-    ckpt.close()
-  return params, report
+
+  def step(params, opt_state, x, i):
+    return step_fn(params, opt_state, x, jax.random.fold_in(noise_key, i))
+
+  def evaluate(params):
+    report = evaluate_vae(cfg, params, eval_images, batch_size=batch_size)
+    return report, {"eval_psnr": report["psnr"], "eval_latent_std": report["latent_std"]}
+
+  return fit("vae", init_vae_params(cfg, jax.random.PRNGKey(seed)), tx, step, train_images, steps=steps,
+             batch_size=batch_size, seed=seed, workdir=workdir, checkpoint_every=checkpoint_every,
+             log_every=log_every, shown={"rec": f"recon_{recon_loss}", "kl": "kl"},
+             check_batch=lambda b: _check_images(b, cfg, "train_vae (training batch)"), evaluate=evaluate,
+             quiet=quiet)
 
 
 __all__ = ["train_vae", "evaluate_vae", "calibrated_config", "RECON_LOSSES"]

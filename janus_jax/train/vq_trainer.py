@@ -10,8 +10,6 @@ usage on held-out images.
 from __future__ import annotations
 
 import functools
-import os
-import time
 from typing import Any
 
 import flax.linen as nn
@@ -22,19 +20,7 @@ import optax
 
 from janus_jax.models.configs import VQConfig
 from janus_jax.models.vq import VQModel
-from janus_jax.train.checkpoint import Checkpointer, abstract_like
-from janus_jax.train.metrics import MetricsWriter, Progress, check_finite
-
-
-def to_model_range(images_uint8: np.ndarray) -> np.ndarray:
-  """uint8[..., 3] -> float32 in [-1, 1]."""
-  return images_uint8.astype(np.float32) / 127.5 - 1.0
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-  """PSNR in dB of two image batches in [-1, 1] (peak-to-peak 2)."""
-  mse = float(np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2))
-  return float("inf") if mse == 0 else 10.0 * np.log10(4.0 / mse)
+from janus_jax.train.autoencoder_loop import fit, psnr, to_model_range
 
 
 @functools.lru_cache(maxsize=None)
@@ -93,44 +79,11 @@ def train_vq(cfg: VQConfig, train_images: np.ndarray, eval_images: np.ndarray, *
   model, tx, step_fn, _ = _step_fn(cfg, float(lr), int(warmup), int(steps))
   x0 = jnp.asarray(to_model_range(train_images[:1]))
   params = nn.unbox(model.init(jax.random.PRNGKey(seed), x0)["params"])
-  opt_state = tx.init(params)
-  state = {"params": params, "opt_state": opt_state}
-  start = 0
-  ckpt = writer = None
-  if workdir:
-    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), save_every=checkpoint_every or steps, keep=2)
-    restored = ckpt.restore_latest(abstract_like(state))
-    if restored is not None:
-      state, start = restored
-      if not quiet:
-        print(f"resumed VQ training from step {start}")
-    writer = MetricsWriter(workdir)
-  params, opt_state = state["params"], state["opt_state"]
-  n = len(train_images)
-  per_epoch = max(n // batch_size, 1)
-  progress = Progress(steps, start)
-  t0 = time.time()
-  for step in range(start, steps):
-    epoch, k = divmod(step, per_epoch)
-    order = np.random.default_rng([seed, epoch]).permutation(n)
-    idx = order[k * batch_size:(k + 1) * batch_size]
-    params, opt_state, metrics = step_fn(params, opt_state, jnp.asarray(to_model_range(train_images[idx])))
-    done = step + 1
-    if done % log_every == 0 or done == steps:
-      metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
-      check_finite(done, metrics, ckpt.latest_step() if ckpt else None)
-      if writer:
-        writer.scalars(done, {f"vq/{k}": v for k, v in metrics.items()})
-      if not quiet:
-        print("[vq] " + progress.line(done, {"mse": metrics["recon_mse"], "usage": metrics["batch_usage"]}),
-              flush=True)
-    if ckpt is not None:
-      ckpt.maybe_save(done, {"params": params, "opt_state": opt_state})
-  report = evaluate_vq(cfg, params, eval_images)
-  report.update(steps=steps, train_seconds=round(time.time() - t0, 1))
-  if writer:
-    writer.scalars(steps, {"vq/eval_psnr": report["psnr"], "vq/eval_codebook_usage": report["codebook_usage"]})
-    writer.close()
-  if ckpt is not None:
-    ckpt.close()
-  return params, report
+
+  def evaluate(p):
+    report = evaluate_vq(cfg, p, eval_images)
+    return report, {"eval_psnr": report["psnr"], "eval_codebook_usage": report["codebook_usage"]}
+
+  return fit("vq", params, tx, lambda p, o, x, _: step_fn(p, o, x), train_images, steps=steps,
+             batch_size=batch_size, seed=seed, workdir=workdir, checkpoint_every=checkpoint_every,
+             log_every=log_every, shown={"mse": "recon_mse", "usage": "batch_usage"}, evaluate=evaluate, quiet=quiet)
