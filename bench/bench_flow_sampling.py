@@ -2,6 +2,7 @@ r"""JanusFlow sampling time per image with and without the prompt KV cache (same
 
   python bench/bench_flow_sampling.py                        # a mid-size random model, CPU friendly
   python bench/bench_flow_sampling.py --preset=janusflow_1_3b --dtype=bfloat16   # the released shape (GPU/TPU)
+  python bench/bench_flow_sampling.py --checkpoint=workdir/demo_flow/model        # a trained model, real prompts
 
 Both samplers are compiled once (excluded from the timing) and run `--repeats` times; the median is reported.
 Without the cache every ODE step recomputes the prompt (the official loop); with it the prompt's keys/values are
@@ -37,6 +38,44 @@ def mid_config() -> dict:
       generation_mode="flow")
 
 
+DEMO_PROMPTS = ("a red circle", "two blue squares", "a green triangle left of a yellow circle",
+                "a purple square above a cyan triangle")
+
+
+def time_call(call, repeats: int) -> tuple[float, float, np.ndarray]:
+  """(compile-including first call seconds, median seconds of `repeats` calls, last output as numpy)."""
+  t = time.perf_counter()
+  call()
+  first = time.perf_counter() - t
+  samples = []
+  for _ in range(repeats):
+    t = time.perf_counter()
+    out = np.asarray(call())
+    samples.append(time.perf_counter() - t)
+  return first, float(np.median(samples)), out
+
+
+def bench_checkpoint(args) -> None:
+  """End to end through `janus_jax.api` (tokenize, sample, VAE decode) on a saved model and real prompts."""
+  from janus_jax import api  # pylint: disable=import-outside-toplevel
+  pipe = api.load(args.checkpoint)
+  if not pipe.cfg.is_flow:
+    raise SystemExit(f"{args.checkpoint} is not a JanusFlow (generation_mode=flow) checkpoint.")
+  prompts = list(args.prompts or DEMO_PROMPTS)
+  print(f"device {jax.devices()[0].device_kind}, {args.checkpoint}: {pipe.cfg.num_image_tokens} image tokens, "
+        f"{args.steps} Euler steps, {len(prompts)} prompts x {args.images} image(s) per call + CFG twins")
+  out, times = {}, {}
+  for cache in (True, False):
+    call = lambda: pipe.generate(prompts, num_images=args.images, num_steps=args.steps, prompt_cache=cache,
+                                 seed=0).latents
+    compile_s, median, out[cache] = time_call(call, args.repeats)
+    times[cache] = median / (len(prompts) * args.images)
+    print(f"  prompt cache {'on ' if cache else 'off'}: {times[cache] * 1e3:8.1f} ms/image (median of "
+          f"{args.repeats}; first call incl. compile {compile_s:.1f} s)")
+  diff = float(np.abs(out[True] - out[False]).max())
+  print(f"  -> speed-up {times[False] / times[True]:.2f}x; max |cached - recompute| latent = {diff:.2e}")
+
+
 def main() -> None:
   ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   ap.add_argument("--preset", default="mid", choices=["mid", "janusflow_1_3b", "janusflow_tiny"])
@@ -45,7 +84,12 @@ def main() -> None:
   ap.add_argument("--images", type=int, default=1, help="images per call (each with its unconditional twin)")
   ap.add_argument("--steps", type=int, default=30)
   ap.add_argument("--repeats", type=int, default=3)
+  ap.add_argument("--checkpoint", default=None, help="a saved JanusFlow model dir: time it end to end instead")
+  ap.add_argument("--prompts", nargs="*", default=None, help="with --checkpoint (default: the demo prompts)")
   args = ap.parse_args()
+  if args.checkpoint:
+    bench_checkpoint(args)
+    return
   model_dict = mid_config() if args.preset == "mid" else getattr(models, args.preset)()
   cfg = JanusConfig.from_dict(model_dict).with_dtypes(dtype=args.dtype)
   params = jax.jit(lambda r: janus.init_params(cfg, r))(jax.random.PRNGKey(0))
@@ -64,15 +108,7 @@ def main() -> None:
       run = flow_image.compiled_flow_generate(model, num_steps=args.steps, prompt_cache=cache)
       call = lambda: run(params, jnp.asarray(ids), jnp.asarray(valid), jnp.asarray(z0), jnp.float32(2.0),
                          jnp.int32(0)).block_until_ready()
-      t = time.perf_counter()
-      call()
-      compile_s = time.perf_counter() - t
-      samples = []
-      for _ in range(args.repeats):
-        t = time.perf_counter()
-        out[cache] = np.asarray(call())
-        samples.append(time.perf_counter() - t)
-      times[cache] = float(np.median(samples))
+      compile_s, times[cache], out[cache] = time_call(call, args.repeats)
       print(f"  prompt {p_len:4d} tokens, prompt cache {'on ' if cache else 'off'}: "
             f"{times[cache] / args.images:7.3f} s/image (median of {args.repeats}; first call incl. compile "
             f"{compile_s:.1f} s)")

@@ -161,7 +161,8 @@ def _blocks(n: int, size: int, seed: int) -> np.ndarray:
 
 
 def test_vq_trainer_learns_reports_and_resumes_exactly(tmp_path):
-  """PSNR rises and codebook usage is reported; a run resumed from its mid-way checkpoint ends bit-identical."""
+  """PSNR rises and codebook usage is reported; a run resumed from its mid-way checkpoint ends bit-identical
+  (dead-code restarts included)."""
   import shutil
   from janus_jax.train import vq_trainer
   from janus_jax.train.metrics import read_metrics
@@ -170,7 +171,7 @@ def test_vq_trainer_learns_reports_and_resumes_exactly(tmp_path):
   train, evals = _blocks(64, 16, 0), _blocks(16, 16, 1)
   with pytest.raises(ValueError, match="uint8"):
     vq_trainer.train_vq(cfg, train.astype(np.float32), evals, steps=1, batch_size=8)
-  kw = dict(steps=40, batch_size=16, lr=3e-3, warmup=5, log_every=10, quiet=True)
+  kw = dict(steps=40, batch_size=16, lr=3e-3, warmup=5, log_every=10, restart_every=10, quiet=True)
   straight, report = vq_trainer.train_vq(cfg, train, evals, **kw)
   params0 = nn.unbox(vq.VQModel(cfg).init(jax.random.PRNGKey(0), jnp.zeros((1, 16, 16, 3)))["params"])
   before = vq_trainer.evaluate_vq(cfg, params0, evals)
@@ -186,3 +187,28 @@ def test_vq_trainer_learns_reports_and_resumes_exactly(tmp_path):
   for a, b in zip(jax.tree.leaves(straight), jax.tree.leaves(resumed)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   assert report2["psnr"] == report["psnr"]
+
+
+def test_dead_code_restart_moves_exactly_the_unused_codes():
+  from janus_jax.train import vq_trainer
+  cfg = VQConfig(codebook_size=64, codebook_dim=8, base_channels=16, channel_mult=(1, 2), z_channels=16,
+                 num_res_blocks=1, num_groups=8)
+  model = vq.VQModel(cfg)
+  x = jnp.asarray(vq_trainer.to_model_range(_blocks(8, 16, 2)))
+  params = nn.unbox(model.init(jax.random.PRNGKey(0), x[:1])["params"])
+  emb = params["quantize"]["embedding"]["embedding"]
+  emb = emb.at[1:].set(-emb[0])  # a collapsed codebook: two directions, only one of them can be nearest
+  params = {**params, "quantize": {"embedding": {"embedding": emb}}}
+  codes = lambda p: np.unique(np.asarray(model.apply({"params": p}, x, method=vq.VQModel.encode)[1]))
+  used = codes(params)
+  assert len(used) <= 2
+  new, restarted = vq_trainer._restart_fn(cfg)(params, x, jax.random.PRNGKey(3))
+  assert int(restarted) == 64 - len(used)
+  new_emb = np.asarray(new["quantize"]["embedding"]["embedding"])
+  np.testing.assert_array_equal(new_emb[used], np.asarray(emb)[used])
+  z = np.asarray(vq.l2_normalize(model.apply({"params": params}, x, method=vq.VQModel.encode_features)))
+  z = z.reshape(-1, 8)
+  dead = np.setdiff1d(np.arange(64), used)
+  nearest = np.min(np.linalg.norm(new_emb[dead][:, None] - z[None], axis=-1), axis=1)
+  assert nearest.max() < 1e-5  # every restarted code sits on a latent of the batch
+  assert len(codes(new)) > 4 * len(used)

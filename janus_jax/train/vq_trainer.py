@@ -19,7 +19,7 @@ import numpy as np
 import optax
 
 from janus_jax.models.configs import VQConfig
-from janus_jax.models.vq import VQModel
+from janus_jax.models.vq import VQModel, l2_normalize
 from janus_jax.train.autoencoder_loop import fit, psnr, to_model_range
 
 
@@ -50,6 +50,30 @@ def _step_fn(cfg: VQConfig, lr: float, warmup: int, steps: int):
   return model, tx, step, reconstruct
 
 
+@functools.lru_cache(maxsize=None)
+def _restart_fn(cfg: VQConfig):
+  """(params, images float32[B, H, W, 3], key) -> (params, number restarted): every code no latent of the batch
+  maps to is moved onto a random (normalised) encoder latent of the batch — dead-code restart, the standard cure
+  for codebook collapse (a few of the K codes doing all the work)."""
+  model = VQModel(cfg)
+
+  @jax.jit
+  def restart(params, x, key):
+    z = model.apply({"params": params}, x, method=VQModel.encode_features)
+    _, codes, _ = model.apply({"params": params}, x, method=VQModel.encode)
+    z = z.reshape(-1, z.shape[-1])
+    if cfg.codebook_l2_norm:
+      z = l2_normalize(z)
+    dead = jnp.bincount(codes.reshape(-1), length=cfg.codebook_size) == 0
+    new = z[jax.random.randint(key, (cfg.codebook_size,), 0, z.shape[0])]
+    emb = params["quantize"]["embedding"]["embedding"]
+    emb = jnp.where(dead[:, None], new.astype(emb.dtype), emb)
+    params = {**params, "quantize": {**params["quantize"], "embedding": {"embedding": emb}}}
+    return params, jnp.sum(dead)
+
+  return restart
+
+
 def evaluate_vq(cfg: VQConfig, params, images: np.ndarray, batch_size: int = 64) -> dict[str, float]:
   """PSNR (dB) and codebook usage (fraction of codes used) on uint8[N, H, W, 3] images."""
   _, _, _, reconstruct = _step_fn(cfg, 0.0, 1, 2)
@@ -67,8 +91,12 @@ def evaluate_vq(cfg: VQConfig, params, images: np.ndarray, batch_size: int = 64)
 
 def train_vq(cfg: VQConfig, train_images: np.ndarray, eval_images: np.ndarray, *, steps: int, batch_size: int,
              lr: float = 2e-3, warmup: int = 50, seed: int = 0, workdir: str | None = None, log_every: int = 50,
-             checkpoint_every: int = 0, quiet: bool = False) -> tuple[Any, dict[str, Any]]:
+             checkpoint_every: int = 0, restart_every: int = 0, restart_until: float = 0.75,
+             quiet: bool = False) -> tuple[Any, dict[str, Any]]:
   """Trains a VQ tokenizer from scratch on uint8[N, H, W, 3] images; returns (params, report).
+
+  restart_every: every that many steps (0: never), up to `restart_until` x steps, codes unused by the current
+    batch are restarted on random encoder latents of it (before the update; deterministic, so resume stays exact).
 
   With a `workdir`, writes metrics (TensorBoard + metrics.jsonl) and orbax checkpoints, and resumes from the latest
   checkpoint found there. Batches are drawn by a seeded permutation per epoch, so a resumed run sees the same
@@ -84,6 +112,13 @@ def train_vq(cfg: VQConfig, train_images: np.ndarray, eval_images: np.ndarray, *
     report = evaluate_vq(cfg, p, eval_images)
     return report, {"eval_psnr": report["psnr"], "eval_codebook_usage": report["codebook_usage"]}
 
-  return fit("vq", params, tx, lambda p, o, x, _: step_fn(p, o, x), train_images, steps=steps,
+  restart, restart_key = _restart_fn(cfg), jax.random.PRNGKey(seed + 1)
+
+  def update(p, o, x, i):
+    if restart_every and i % restart_every == 0 and i < restart_until * steps:
+      p, _ = restart(p, x, jax.random.fold_in(restart_key, i))
+    return step_fn(p, o, x)
+
+  return fit("vq", params, tx, update, train_images, steps=steps,
              batch_size=batch_size, seed=seed, workdir=workdir, checkpoint_every=checkpoint_every,
              log_every=log_every, shown={"mse": "recon_mse", "usage": "batch_usage"}, evaluate=evaluate, quiet=quiet)
