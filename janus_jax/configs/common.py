@@ -1,9 +1,10 @@
 """`get_config(arg)` argument parsing and loading of `experiments/<x>.py[:arg]` config files."""
 from __future__ import annotations
 
+import difflib
 import importlib.util
 import os
-from typing import Any
+from typing import Any, Iterable
 
 import ml_collections
 
@@ -44,3 +45,13 @@ def load_config(spec: str) -> ml_collections.ConfigDict:
   module = importlib.util.module_from_spec(module_spec)
   module_spec.loader.exec_module(module)
   return module.get_config(arg or None)
+
+
+def reject_unknown_keys(cfg, valid: Iterable[str], what: str) -> None:
+  """Raises a ValueError naming every key of `cfg` not in `valid`, with close matches as hints."""
+  valid = sorted(valid)
+  unknown = sorted(set(cfg) - set(valid))
+  if unknown:
+    hints = {k: difflib.get_close_matches(k, valid, n=1) for k in unknown}
+    hint = "; ".join(f"{k!r} -> did you mean {v[0]!r}?" for k, v in hints.items() if v)
+    raise ValueError(f"Unknown {what} key(s) {unknown}. Valid keys: {valid}. {hint}".strip())

@@ -16,12 +16,12 @@ repa_weight (1.0; 0 disables REPA and skips its forward); sample_posterior (Fals
 """
 from __future__ import annotations
 
-import difflib
 from typing import Any, Mapping, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
+from janus_jax.configs.common import reject_unknown_keys
 from janus_jax.models.janus import scatter_image_features
 from janus_jax.models.llama import causal_mask
 from janus_jax.train import losses
@@ -32,11 +32,7 @@ FLOW_DEFAULTS = dict(t_location=0.0, t_scale=1.0, rf_weight=1.0, repa_weight=1.0
 def resolve_flow_config(flow_cfg: Mapping[str, Any] | Any | None) -> dict[str, Any]:
   """`config.train.flow` over FLOW_DEFAULTS; unknown keys raise naming the valid ones."""
   cfg = dict(flow_cfg.to_dict() if hasattr(flow_cfg, "to_dict") else (flow_cfg or {}))
-  unknown = sorted(set(cfg) - set(FLOW_DEFAULTS))
-  if unknown:
-    hints = {k: difflib.get_close_matches(k, FLOW_DEFAULTS, n=1) for k in unknown}
-    hint = "; ".join(f"{k!r} -> did you mean {v[0]!r}?" for k, v in hints.items() if v)
-    raise ValueError(f"Unknown train.flow key(s) {unknown}; valid: {sorted(FLOW_DEFAULTS)}. {hint}".strip())
+  reject_unknown_keys(cfg, FLOW_DEFAULTS, "train.flow")
   out = {**FLOW_DEFAULTS, **cfg}
   if float(out["t_scale"]) <= 0:
     raise ValueError(f"train.flow.t_scale must be > 0, got {out['t_scale']}.")

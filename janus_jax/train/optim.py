@@ -27,7 +27,6 @@ same config and param tree), so it can be static data of `TrainState` without br
 """
 from __future__ import annotations
 
-import difflib
 import math
 import re
 from typing import Any, Callable, Mapping, Sequence
@@ -35,6 +34,8 @@ from typing import Any, Callable, Mapping, Sequence
 import jax
 import jax.numpy as jnp
 import optax
+
+from janus_jax.configs.common import reject_unknown_keys
 
 DEFAULTS = dict(
     lr=None, schedule="constant", warmup_steps=0, total_steps=0, end_lr_factor=0.0, b1=0.9, b2=0.95, eps=1e-8,
@@ -89,11 +90,7 @@ def _as_dict(cfg: Mapping[str, Any] | Any) -> dict[str, Any]:
 def resolve_config(optim_cfg) -> dict[str, Any]:
   """Optim config merged over DEFAULTS; unknown keys raise a ValueError naming them (and close matches)."""
   cfg = _as_dict(optim_cfg)
-  unknown = sorted(set(cfg) - set(DEFAULTS))
-  if unknown:
-    hints = {k: difflib.get_close_matches(k, DEFAULTS, n=1) for k in unknown}
-    hint = "; ".join(f"{k!r} -> did you mean {v[0]!r}?" for k, v in hints.items() if v)
-    raise ValueError(f"Unknown optim config key(s) {unknown}. Valid keys: {sorted(DEFAULTS)}. {hint}".strip())
+  reject_unknown_keys(cfg, DEFAULTS, "optim config")
   out = {**DEFAULTS, **cfg}
   if out["lr"] is None:
     raise ValueError("optim.lr is required (the peak learning rate).")
