@@ -138,7 +138,8 @@ def run_all(config, workdir: str, mode: str = "all") -> dict:
   pad_id = load_tokenizer(data["tokenizer"]).pad_id
   with config.unlocked():
     config.input.sources = [dict(kind="shapes", tfds_name=data["tfds_name"], data_dir=data["data_dir"],
-                                 caption_prob=config.data.get("und_caption_prob", 0.0))]
+                                 caption_prob=config.data.get("und_caption_prob", 0.0),
+                                 qa_turns=config.data.get("und_qa_turns", 1))]
     config.input.tokenizer = data["tokenizer"]
     config.train.pad_id = pad_id
   t = time.time()

@@ -41,6 +41,50 @@ def test_understanding_row_supervises_only_the_answer(tok, builder, records):
   assert not row["image_loss_mask"].any() and not row["has_gen_image"]
 
 
+def test_multi_turn_row_is_the_official_format_and_supervises_every_answer(tok, builder, records):
+  from janus_jax.processing import chat  # pylint: disable=import-outside-toplevel
+  rec = records[0]
+  turns = [(rec["qa"]["question"][i], rec["qa"]["answer"][i]) for i in (0, 2, 5)]
+  row = builder.conversation(rec["image"], turns)
+  answers = tok.decode(row["targets"][row["text_loss_mask"]].tolist(), skip_special_tokens=False)
+  assert answers == "".join(" " + a + tok.eos_token for _, a in turns)
+  messages = [{"role": r, "content": c} for q, a in turns for r, c in (("user", q), ("assistant", a))]
+  messages[0]["content"] = chat.image_placeholders(1) + messages[0]["content"]
+  ids = row["input_ids"][row["valid"]]
+  ids = np.concatenate([[ids[0]], ids[1:][~row["und_image_mask"][1:len(ids)]]])  # one placeholder per image
+  text = tok.decode(ids.tolist(), skip_special_tokens=False)
+  expected = chat.format_conversation(messages, "deepseek").replace(chat.IMAGE_PLACEHOLDER, "")
+  assert text.replace(tok.bos_token, "").replace("<begin_of_image><end_of_image>", "") == expected
+  assert row["und_image_mask"].sum() == 16 and not row["image_loss_mask"].any()
+
+
+def test_multi_turn_row_drops_whole_turns_that_do_not_fit(tok, records):
+  rec = records[0]
+  one = RowBuilder(tok, RowSpec(seq_len=SEQ, num_image_tokens=16, und_image_size=32, gen_image_size=16))
+  first = int(one.understanding(rec["image"], rec["qa"]["question"][0], rec["qa"]["answer"][0])["valid"].sum())
+  tight = RowBuilder(tok, RowSpec(seq_len=first + 3, num_image_tokens=16, und_image_size=32, gen_image_size=16))
+  turns = [(rec["qa"]["question"][i], rec["qa"]["answer"][i]) for i in range(4)]
+  row = tight.conversation(rec["image"], turns)
+  assert row["valid"].sum() == first  # the later turns are left out whole, not cut
+  answers = tok.decode(row["targets"][row["text_loss_mask"]].tolist(), skip_special_tokens=False)
+  assert answers == " " + turns[0][1] + tok.eos_token
+  with pytest.raises(ValueError, match="seq_len is"):
+    RowBuilder(tok, RowSpec(seq_len=first - 1, num_image_tokens=16, und_image_size=32,
+                            gen_image_size=16)).conversation(rec["image"], turns)
+
+
+def test_shapes_adapter_asks_distinct_questions_per_conversation(records):
+  und = sources.shapes(records, qa_turns=3).makers["und"]
+  for k in range(10):
+    rec = records[k]
+    image, turns = und(rec, np.random.default_rng(k))
+    assert len(turns) == 3 and len({q for q, _ in turns}) == 3
+    pairs = set(zip(rec["qa"]["question"], rec["qa"]["answer"]))
+    assert all(t in pairs for t in turns) and image.shape == (32, 32, 3)
+  with pytest.raises(ValueError, match="qa_turns"):
+    sources.shapes(records, qa_turns=0)
+
+
 def test_text_to_image_row_layout(tok, builder, records):
   row = builder.text_to_image(records[1]["image"], records[1]["caption"])
   sp = tok.special_ids()

@@ -2,6 +2,8 @@
 
 Three kinds of rows, each a dict of numpy arrays with identical keys and shapes (so any mixture batches):
   understanding  `<sys>\\n\\n<|User|>: <image>\\n{question}\\n\\n<|Assistant|>: {answer}<eos>`; loss on the answer and EOS.
+                 Multi-turn (`conversation`): further `<|User|>: {question}\\n\\n<|Assistant|>: {answer}<eos>` turns
+                 about the same image, loss on every answer and its EOS.
   text_to_image  `<|User|>: {caption}\\n\\n<|Assistant|>:<begin_of_image>` + N image-code positions; loss on the N
                  codes (predicted from `<begin_of_image>` and codes 0..N-2). The codes themselves are computed in the
                  train step from `gen_pixels` with the frozen VQ; `cfg_drop_mask` marks the prompt for CFG dropout.
@@ -11,6 +13,7 @@ Rows are right-padded to `seq_len`; a row that does not fit raises a ValueError 
 from __future__ import annotations
 
 import dataclasses
+from typing import Sequence
 
 import numpy as np
 
@@ -64,17 +67,38 @@ class RowBuilder:
 
   # --- the three kinds -----------------------------------------------------------------------------------
   def understanding(self, image, question: str, answer: str) -> dict[str, np.ndarray]:
-    """image: uint8[H, W, 3] (any size; resized and padded as shipped) -> one understanding row."""
+    """image: uint8[H, W, 3] (any size; resized and padded as shipped) -> one single-turn understanding row."""
+    return self.conversation(image, [(question, answer)])
+
+  def conversation(self, image, turns: Sequence[tuple[str, str]]) -> dict[str, np.ndarray]:
+    """A multi-turn understanding row about one image: the first user message holds the image, each assistant
+    answer (and its EOS) is a loss target, as the official multi-turn SFT format
+    (`<|User|>: <image>\\n{q1}\\n\\n<|Assistant|>: {a1}<eos><|User|>: {q2}\\n\\n<|Assistant|>: {a2}<eos>...`).
+
+    Whole turns after the first that would overflow `seq_len` are left out (a conversation is cut at a turn
+    boundary); a first turn that does not fit raises a ValueError.
+    """
+    if not turns:
+      raise ValueError("An understanding row needs at least one (question, answer) turn.")
     s = self.spec
-    prompt = chat.understanding_prompt(question, s.template, s.system_prompt)
+    prompt = chat.understanding_prompt(turns[0][0], s.template, s.system_prompt)
     ids, img_mask = chat.expand_image_placeholders(self.tokenizer.encode(prompt), self.special, s.num_image_tokens,
                                                    extra_boi_slot=s.und_boi_slot)
-    answer_ids = self.tokenizer.encode(" " + answer.strip(), add_bos=False) + [self.special.eos]
-    seq = np.concatenate([ids, np.asarray(answer_ids, np.int32)]).astype(np.int32)
+    pieces, answer_spans, n = [np.asarray(ids, np.int32)], [], len(ids)
+    for k, (question, answer) in enumerate(turns):
+      follow = self.tokenizer.encode(chat.user_turn_prompt(question, s.template), add_bos=False) if k else []
+      answer_ids = self.tokenizer.encode(" " + answer.strip(), add_bos=False) + [self.special.eos]
+      if k and n + len(follow) + len(answer_ids) > s.seq_len:
+        break
+      pieces += [np.asarray(follow, np.int32), np.asarray(answer_ids, np.int32)]
+      answer_spans.append((n + len(follow), n + len(follow) + len(answer_ids)))
+      n += len(follow) + len(answer_ids)
+    seq = np.concatenate(pieces).astype(np.int32)
     row = self._empty()
-    n = self._fill(row, seq, "understanding")
+    self._fill(row, seq, "understanding")
     row["und_image_mask"][:len(ids)] = img_mask
-    row["text_loss_mask"][len(ids) - 1:n - 1] = True  # predicts answer tokens and EOS
+    for start, end in answer_spans:
+      row["text_loss_mask"][start - 1:end - 1] = True  # predicts the answer tokens and EOS
     row["und_pixels"][0] = image_proc.preprocess_understanding([image], s.und_image_size)[0]
     return row
 

@@ -37,8 +37,9 @@ class _MakeRow(grain.transforms.RandomMap):
 
   def random_map(self, record, rng: np.random.Generator):
     args = self.make(record, rng)
-    if self.kind == "und":
-      row = self.builder.understanding(*args)
+    if self.kind == "und":  # (image, question, answer) or (image, [(question, answer), ...])
+      image, *qa = args
+      row = self.builder.conversation(image, qa[0] if len(qa) == 1 else [tuple(qa)])
     elif self.kind == "t2i":
       row = self.builder.text_to_image(*args)
     else:

@@ -2,7 +2,7 @@
 
 A source is anything with `__len__` and `__getitem__` returning a dict (tfds `data_source`, an ArrayRecord
 reader, a list). An adapter knows a source's record layout and yields, per record index, the inputs of a row:
-  understanding: (image uint8[H, W, 3], question, answer)
+  understanding: (image uint8[H, W, 3], question, answer) or (image, [(question, answer), ...]) (multi-turn)
   text_to_image: (image, caption)
   text:          text
 Adapters: `shapes` (the embedded Shapes TFDS dataset), `imagenet2012` (caption = class name, as Janus stage I),
@@ -64,19 +64,23 @@ class Adapter:
 
 
 # --- Shapes -------------------------------------------------------------------------------------------------
-def _shapes_und(rec, rng, caption_prob: float = 0.0):
-  """A question/answer row; with probability `caption_prob` a captioning row instead ("Describe the image." ->
-  the layout caption naming every object's size, colour, shape and cell: dense image supervision, like the
+def _shapes_und(rec, rng, caption_prob: float = 0.0, qa_turns: int = 1):
+  """A question/answer row: `qa_turns` distinct questions about the image (a multi-turn conversation, in random
+  order) from the record's eight; with probability `caption_prob` a captioning row instead ("Describe the image."
+  -> the layout caption naming every object's size, colour, shape and cell: dense image supervision, like the
   image-caption data of Janus stage I)."""
   if caption_prob > 0 and "captions" in rec and rng.random() < caption_prob:
     layout = _texts(rec["captions"])[-1]  # `shapes.all_captions` lists the layout caption last.
-    return _image(rec["image"]), shapes_lib.DESCRIBE_PROMPT, layout
+    return _image(rec["image"]), [(shapes_lib.DESCRIBE_PROMPT, layout)]
   qa = rec["qa"]
-  questions = _texts(qa["question"])
+  questions, answers = _texts(qa["question"]), _texts(qa["answer"])
   if not questions:
     raise ValueError("Shapes record without questions.")
-  i = int(rng.integers(len(questions)))
-  return _image(rec["image"]), questions[i], _texts(qa["answer"])[i]
+  if qa_turns == 1:
+    picked = [int(rng.integers(len(questions)))]
+  else:
+    picked = rng.choice(len(questions), size=min(qa_turns, len(questions)), replace=False)
+  return _image(rec["image"]), [(questions[i], answers[i]) for i in picked]
 
 
 def _shapes_t2i(rec, rng):
@@ -95,11 +99,14 @@ def _shapes_text(rec, rng):
   return (f"{_text(rec['caption'])}. {questions[i]} {answers[i]}",)
 
 
-def shapes(source, caption_prob: float = 0.0) -> Adapter:
-  """Shapes adapter; `caption_prob` is the share of understanding rows that are captioning rows."""
+def shapes(source, caption_prob: float = 0.0, qa_turns: int = 1) -> Adapter:
+  """Shapes adapter; `caption_prob` is the share of understanding rows that are captioning rows, `qa_turns` the
+  questions per question/answer row (turns that do not fit `seq_len` are left out by the row builder)."""
   if not 0.0 <= caption_prob <= 1.0:
     raise ValueError(f"caption_prob={caption_prob} must be in [0, 1].")
-  und = functools.partial(_shapes_und, caption_prob=caption_prob)
+  if int(qa_turns) != qa_turns or qa_turns < 1:
+    raise ValueError(f"qa_turns={qa_turns} must be a whole number >= 1.")
+  und = functools.partial(_shapes_und, caption_prob=caption_prob, qa_turns=int(qa_turns))
   return Adapter(source, {"und": und, "t2i": _shapes_t2i, "text": _shapes_text})
 
 
@@ -221,7 +228,7 @@ def adapter_from_config(src_cfg, split: str | None = None) -> Adapter:
   data_dir = src_cfg.get("data_dir")
   if kind == "shapes":
     return shapes(tfds_source(src_cfg.get("tfds_name", "janus_shapes"), split, data_dir),
-                  caption_prob=float(src_cfg.get("caption_prob", 0.0)))
+                  caption_prob=float(src_cfg.get("caption_prob", 0.0)), qa_turns=int(src_cfg.get("qa_turns", 1)))
   if kind == "imagenet2012":
     import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
     builder = tfds.builder("imagenet2012", data_dir=data_dir)

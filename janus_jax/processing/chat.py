@@ -114,6 +114,15 @@ def understanding_prompt(
   return format_conversation(messages, tpl, system_prompt)
 
 
+def user_turn_prompt(text: str, template: str | ChatTemplate) -> str:
+  """One user message left open for the answer, no system prompt: `"<|User|>: {text}\\n\\n<|Assistant|>:"`
+  (deepseek roles). The text-to-image prompt, and a later turn of a conversation (written after the previous
+  answer's EOS)."""
+  tpl = get_template(template)
+  messages = [{"role": tpl.user_role, "content": text}, {"role": tpl.assistant_role, "content": ""}]
+  return format_conversation(messages, tpl, system_prompt="")
+
+
 def generation_prompt(
     text: str,
     template: str | ChatTemplate,
@@ -123,9 +132,7 @@ def generation_prompt(
 
   JanusFlow's README ends with `<｜begin▁of▁generation｜>` instead (it drops that last token anyway).
   """
-  tpl = get_template(template)
-  messages = [{"role": tpl.user_role, "content": text}, {"role": tpl.assistant_role, "content": ""}]
-  return format_conversation(messages, tpl, system_prompt="") + image_start_tag
+  return user_turn_prompt(text, template) + image_start_tag
 
 
 # ------------------------------------------------------------------------------------------------
