@@ -73,6 +73,26 @@ def test_init_from_a_converted_checkpoint(data, tmp_path):
       np.asarray(source["gen_vision_model"]["quantize"]["embedding"]["embedding"]))
 
 
+@pytest.mark.parametrize("scan_layers", [True, False])
+def test_init_from_loads_every_param_into_either_llm_layout(tmp_path, scan_layers):
+  import dataclasses
+  from tiny_assets import make_tiny_checkpoint
+  from janus_jax.checkpoint import store
+  from janus_jax.train import state as state_lib
+  ckpt = make_tiny_checkpoint(str(tmp_path / "src"), seed=7)
+  source, cfg = store.load_checkpoint(ckpt)
+  cfg = dataclasses.replace(cfg, llm=dataclasses.replace(cfg.llm, scan_layers=scan_layers))
+  params, report = loop._init_from(ckpt, state_lib.init_model_params(cfg, jax.random.PRNGKey(0)), cfg)
+  assert report["kept"] == [] and report["mismatched"] == []
+
+  def second_gate(llm):  # layer 1's MLP gate kernel in either layout
+    return llm["layers"]["mlp"]["gate_proj"]["kernel"][1] if "layers" in llm else llm["layers_1"]["mlp"]["gate_proj"][
+        "kernel"]
+
+  np.testing.assert_array_equal(np.asarray(second_gate(params["language_model"]["model"])),
+                                np.asarray(second_gate(source["language_model"]["model"])))
+
+
 def test_unwritable_workdir_is_explained(tmp_path):
   blocker = tmp_path / "file"
   blocker.write_text("x")

@@ -112,15 +112,18 @@ def _initial_state(config, cfg: JanusConfig, shardings, rng):
   init_from = _get(config, "init_from")
   if not init_from:
     return state_lib.create_sharded_train_state(cfg, config.optim, shardings, rng=rng), None
-  params, report = _init_from(init_from, state_lib.init_model_params(cfg, rng))
+  params, report = _init_from(init_from, state_lib.init_model_params(cfg, rng), cfg)
   return state_lib.create_sharded_train_state(cfg, config.optim, shardings, params=params), report
 
 
-def _init_from(init_from: str, params):
+def _init_from(init_from: str, params, cfg: JanusConfig):
+  """`partial_init` from the checkpoint in `init_from`, its LLM layers brought to the layout of `cfg` (scanned or
+  unrolled, whichever the checkpoint has)."""
   from janus_jax.checkpoint import store  # pylint: disable=import-outside-toplevel
   from janus_jax.models import param_layout  # pylint: disable=import-outside-toplevel
   loaded, loaded_cfg = store.load_checkpoint(init_from)
-  loaded, _ = param_layout.for_training(loaded, loaded_cfg)
+  to_layout = param_layout.for_training if cfg.llm.scan_layers else param_layout.for_decoding
+  loaded, _ = to_layout(loaded, loaded_cfg)
   return partial_init(params, loaded)
 
 
