@@ -212,3 +212,20 @@ def test_dead_code_restart_moves_exactly_the_unused_codes():
   nearest = np.min(np.linalg.norm(new_emb[dead][:, None] - z[None], axis=-1), axis=1)
   assert nearest.max() < 1e-5  # every restarted code sits on a latent of the batch
   assert len(codes(new)) > 4 * len(used)
+
+
+def test_encoder_without_attention_drops_only_the_encoder_attention_blocks():
+  kw = dict(codebook_size=64, codebook_dim=8, base_channels=16, channel_mult=(1, 2), z_channels=16,
+            num_res_blocks=1, num_groups=8)
+  x = jnp.zeros((2, 16, 16, 3))
+  trees = {}
+  for flag in (True, False):
+    model = vq.VQModel(VQConfig(encoder_attention=flag, **kw))
+    params = nn.unbox(model.init(jax.random.PRNGKey(0), x)["params"])
+    recon, codes, _ = model.apply({"params": params}, x)
+    assert recon.shape == x.shape and codes.size == 2 * 8 * 8  # 16 px / 2 per code side
+    trees[flag] = params
+  on, off = trees[True]["encoder"], trees[False]["encoder"]
+  assert "mid_1" in on and "attn_0" in on["conv_blocks_1"]
+  assert "mid_1" not in off and "attn_0" not in off["conv_blocks_1"] and "mid_2" in off
+  assert jax.tree.structure(trees[True]["decoder"]) == jax.tree.structure(trees[False]["decoder"])

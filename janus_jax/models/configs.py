@@ -108,6 +108,9 @@ class VQConfig:
   num_res_blocks: int = 2  # Encoder; the decoder uses num_res_blocks + 1 per level.
   num_groups: int = 32
   norm_eps: float = 1e-6
+  # False drops the encoder's self-attention blocks (lowest level and mid_1; the decoder keeps its own): each
+  # code then sees a convolutional neighbourhood instead of the whole image (the released VQ-16 has them).
+  encoder_attention: bool = True
   dtype: str = "float32"
   param_dtype: str = "float32"
 

@@ -190,10 +190,12 @@ class Level(nn.Module):
     return x
 
 
-def _mid(cfg: VQConfig, x, channels: int):
-  """mid.{0,1,2}: Res, Attn, Res (called inside a compact module so the names attach to it)."""
+def _mid(cfg: VQConfig, x, channels: int, attention: bool = True):
+  """mid.{0,1,2}: Res, Attn, Res (called inside a compact module so the names attach to it); without
+  `attention`, Res, Res (mid_0, mid_2)."""
   x = ResnetBlock(cfg, channels, name="mid_0")(x)
-  x = AttnBlock(cfg, name="mid_1")(x)
+  if attention:
+    x = AttnBlock(cfg, name="mid_1")(x)
   return ResnetBlock(cfg, channels, name="mid_2")(x)
 
 
@@ -208,10 +210,10 @@ class Encoder(nn.Module):
     x = layers.Conv(cfg.base_channels, 3, padding=1, name="conv_in", **dt)(x)
     for i, mult in enumerate(cfg.channel_mult):
       last = i == n - 1
-      x = Level(cfg, cfg.base_channels * mult, cfg.num_res_blocks, attn=last, resample=None if last else "down",
-                name=f"conv_blocks_{i}")(x)
+      x = Level(cfg, cfg.base_channels * mult, cfg.num_res_blocks, attn=last and cfg.encoder_attention,
+                resample=None if last else "down", name=f"conv_blocks_{i}")(x)
       x = layers.constrain(x, _IMG_ACT)
-    x = _mid(cfg, x, x.shape[-1])
+    x = _mid(cfg, x, x.shape[-1], cfg.encoder_attention)
     x = swish(layers.GroupNorm(cfg.num_groups, cfg.norm_eps, name="norm_out", **dt)(x))
     return layers.Conv(cfg.z_channels, 3, padding=1, name="conv_out", **dt)(x)
 
