@@ -55,7 +55,9 @@ def vq_step(config, workdir: str, data: dict):
   eval_images = _images(data["tfds_name"], data["data_dir"], "validation", 512)
   params, report = train_vq(cfg, train_images, eval_images, steps=config.vq.steps, batch_size=config.vq.batch_size,
                             lr=config.vq.lr, workdir=os.path.join(workdir, "vq"), checkpoint_every=config.vq.steps,
-                            restart_every=int(config.vq.get("restart_every", 0)))
+                            restart_every=int(config.vq.get("restart_every", 0)),
+                            adversarial_weight=float(config.vq.get("adversarial_weight", 0.0)),
+                            adversarial_start=int(config.vq.get("adversarial_start", 0)))
   with open(os.path.join(workdir, "vq", "report.json"), "w") as f:
     json.dump(report, f, indent=2, default=float)
   print(f"[vq] {report}", flush=True)
