@@ -50,6 +50,14 @@ def test_config_builds_and_matches_transformers_param_count(path):
     assert sum(x.size for x in jax.tree.leaves(flow["vae"])) == 83_653_863
     print(f"{path}: {ours:,} params (incl. the SDXL-VAE and the REPA head)")
     return
+  if not cfg.vq.encoder_attention:  # transformers' VQ always has encoder attention: compare the released layout,
+    import dataclasses  # pylint: disable=import-outside-toplevel  # then check that only those blocks go
+    with_attention = dataclasses.replace(cfg, vq=dataclasses.replace(cfg.vq, encoder_attention=True))
+    top = cfg.vq.base_channels * cfg.vq.channel_mult[-1]
+    attention_block = 2 * top + 4 * (top * top + top)  # GroupNorm + q, k, v, proj_out 1x1 convs
+    assert ours == param_count(with_attention) - (cfg.vq.num_res_blocks + 1) * attention_block, path
+    cfg = with_attention
+    ours = param_count(cfg)
   assert ours == _hf_param_count(cfg), path
   print(f"{path}: {ours:,} params")
 

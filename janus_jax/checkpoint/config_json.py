@@ -68,7 +68,7 @@ _HF_VQ_DEFAULTS = dict(embed_dim=8, num_embeddings=16384, double_latent=False, l
 _HF_TOP_DEFAULTS = dict(image_token_id=100581, tie_word_embeddings=True)
 
 _VQ_ARCH_FIELDS = ("codebook_size", "codebook_dim", "codebook_l2_norm", "commit_beta", "base_channels",
-                   "channel_mult", "z_channels", "num_res_blocks", "num_groups", "norm_eps")
+                   "channel_mult", "z_channels", "num_res_blocks", "num_groups", "norm_eps", "encoder_attention")
 _VIT_EXT_FIELDS = ("width", "depth", "num_heads", "mlp_dim", "patch_size", "layer_norm_eps")
 
 
