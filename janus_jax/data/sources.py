@@ -76,7 +76,7 @@ def _shapes_und(rec, rng, caption_prob: float = 0.0, qa_turns: int = 1):
   questions, answers = _texts(qa["question"]), _texts(qa["answer"])
   if not questions:
     raise ValueError("Shapes record without questions.")
-  if qa_turns == 1:
+  if qa_turns == 1:  # the single-turn draw of earlier versions: the same data order, so older runs resume exactly
     picked = [int(rng.integers(len(questions)))]
   else:
     picked = rng.choice(len(questions), size=min(qa_turns, len(questions)), replace=False)
