@@ -141,7 +141,10 @@ def run_all(config, workdir: str, mode: str = "all") -> dict:
   with config.unlocked():
     config.input.sources = [dict(kind="shapes", tfds_name=data["tfds_name"], data_dir=data["data_dir"],
                                  caption_prob=config.data.get("und_caption_prob", 0.0),
-                                 qa_turns=config.data.get("und_qa_turns", 1))]
+                                 qa_turns=config.data.get("und_qa_turns", 1),
+                                 mc_weight=config.data.get("und_mc_weight", 1.0),
+                                 text_qa_turns=config.data.get("text_qa_turns", 0),
+                                 mc_scaffold=config.data.get("und_mc_scaffold", 0.0))]
     config.input.tokenizer = data["tokenizer"]
     config.train.pad_id = pad_id
   t = time.time()

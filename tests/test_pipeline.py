@@ -85,6 +85,65 @@ def test_shapes_adapter_asks_distinct_questions_per_conversation(records):
     sources.shapes(records, qa_turns=0)
 
 
+def test_text_only_conversation_has_no_image_and_supervises_the_answers(tok, builder, records):
+  from janus_jax.processing import chat  # pylint: disable=import-outside-toplevel
+  rec = records[1]
+  turns = [(rec["qa"]["question"][i], rec["qa"]["answer"][i]) for i in (1, 4)]
+  row = builder.conversation(None, turns)
+  assert not row["und_image_mask"].any() and not np.any(row["und_pixels"]) and not row["image_loss_mask"].any()
+  answers = tok.decode(row["targets"][row["text_loss_mask"]].tolist(), skip_special_tokens=False)
+  assert answers == "".join(" " + a + tok.eos_token for _, a in turns)
+  messages = [{"role": r, "content": c} for q, a in turns for r, c in (("user", q), ("assistant", a))]
+  text = tok.decode(row["input_ids"][row["valid"]].tolist(), skip_special_tokens=False)
+  assert text.replace(tok.bos_token, "") == chat.format_conversation(messages, "deepseek")
+
+
+def test_shapes_adapter_multiple_choice_weight(records):
+  def mc_share(weight):
+    und = sources.shapes(records, qa_turns=2, mc_weight=weight).makers["und"]
+    rng = np.random.default_rng(0)
+    picked = [q for rec in records for q, _ in und(rec, rng)[1]]
+    return np.mean(["option" in q for q in picked])
+  assert mc_share(1.0) == pytest.approx(0.5, abs=0.15)
+  assert mc_share(50.0) > 0.9 and mc_share(0.02) < 0.1
+  # The default keeps the uniform draw of earlier versions (the same data order for older runs).
+  und = sources.shapes(records, qa_turns=3).makers["und"]
+  want = np.random.default_rng(7).choice(8, size=3, replace=False)
+  assert [q for q, _ in und(records[0], np.random.default_rng(7))[1]] == [records[0]["qa"]["question"][i] for i in want]
+  with pytest.raises(ValueError, match="mc_weight"):
+    sources.shapes(records, mc_weight=0.0)
+
+
+def test_shapes_adapter_scaffolds_multiple_choice_with_the_open_question(records):
+  und = sources.shapes(records, qa_turns=3, mc_scaffold=1.0).makers["und"]
+  rng, seen = np.random.default_rng(0), 0
+  for rec in records[:10]:
+    turns = und(rec, rng)[1]
+    for k, (q, a) in enumerate(turns):
+      if "\n" in q:  # a multiple-choice turn: its open form, answered with the right option's text, comes first
+        options = [line[3:] for line in q.split("\n")[1:-1]]
+        assert turns[k - 1] == (q.split("\n")[0], options[ord(a) - ord("A")])
+        seen += 1
+  assert seen >= 5
+  with pytest.raises(ValueError, match="mc_scaffold"):
+    sources.shapes(records, mc_scaffold=1.5)
+
+
+def test_shapes_text_rows_ask_about_the_scene_in_words(builder, records):
+  adapter = sources.shapes(records, text_qa_turns=2)
+  rec = records[2]
+  (turns,) = adapter.makers["text"](rec, np.random.default_rng(0))
+  layout = rec["captions"][-1]
+  assert len(turns) == 2 and turns[0][0].startswith(layout + ".\n")
+  pairs = set(zip(rec["qa"]["question"], rec["qa"]["answer"]))
+  assert (turns[0][0][len(layout) + 2:], turns[0][1]) in pairs and turns[1] in pairs
+  row = pipeline._MakeRow(adapter, builder, "text").random_map(rec, np.random.default_rng(0))  # pylint: disable=protected-access
+  assert row["kind"] == sources.KINDS.index("text") and not row["und_image_mask"].any()
+  assert row["text_loss_mask"].sum() < row["valid"].sum() // 2  # only the answers, not the scene and questions
+  with pytest.raises(ValueError, match="text_qa_turns"):
+    sources.shapes(records, text_qa_turns=-1)
+
+
 def test_text_to_image_row_layout(tok, builder, records):
   row = builder.text_to_image(records[1]["image"], records[1]["caption"])
   sp = tok.special_ids()

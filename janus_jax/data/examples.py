@@ -74,6 +74,7 @@ class RowBuilder:
     """A multi-turn understanding row about one image: the first user message holds the image, each assistant
     answer (and its EOS) is a loss target, as the official multi-turn SFT format
     (`<|User|>: <image>\\n{q1}\\n\\n<|Assistant|>: {a1}<eos><|User|>: {q2}\\n\\n<|Assistant|>: {a2}<eos>...`).
+    image=None gives a text-only conversation (no image block), otherwise the same format and loss.
 
     Whole turns after the first that would overflow `seq_len` are left out (a conversation is cut at a turn
     boundary); a first turn that does not fit raises a ValueError.
@@ -81,7 +82,7 @@ class RowBuilder:
     if not turns:
       raise ValueError("An understanding row needs at least one (question, answer) turn.")
     s = self.spec
-    prompt = chat.understanding_prompt(turns[0][0], s.template, s.system_prompt)
+    prompt = chat.understanding_prompt(turns[0][0], s.template, s.system_prompt, num_images=int(image is not None))
     ids, img_mask = chat.expand_image_placeholders(self.tokenizer.encode(prompt), self.special, s.num_image_tokens,
                                                    extra_boi_slot=s.und_boi_slot)
     pieces, answer_spans, n = [np.asarray(ids, np.int32)], [], len(ids)
@@ -99,7 +100,8 @@ class RowBuilder:
     row["und_image_mask"][:len(ids)] = img_mask
     for start, end in answer_spans:
       row["text_loss_mask"][start - 1:end - 1] = True  # predicts the answer tokens and EOS
-    row["und_pixels"][0] = image_proc.preprocess_understanding([image], s.und_image_size)[0]
+    if image is not None:
+      row["und_pixels"][0] = image_proc.preprocess_understanding([image], s.und_image_size)[0]
     return row
 
   def text_to_image(self, image, caption: str) -> dict[str, np.ndarray]:

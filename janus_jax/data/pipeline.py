@@ -42,6 +42,8 @@ class _MakeRow(grain.transforms.RandomMap):
       row = self.builder.conversation(image, qa[0] if len(qa) == 1 else [tuple(qa)])
     elif self.kind == "t2i":
       row = self.builder.text_to_image(*args)
+    elif isinstance(args[0], list):  # a text-only conversation [(question, answer), ...]
+      row = self.builder.conversation(None, args[0])
     else:
       row = self.builder.text(*args)
     row["kind"] = np.int32(KINDS.index(self.kind))

@@ -64,23 +64,42 @@ class Adapter:
 
 
 # --- Shapes -------------------------------------------------------------------------------------------------
-def _shapes_und(rec, rng, caption_prob: float = 0.0, qa_turns: int = 1):
-  """A question/answer row: `qa_turns` distinct questions about the image (a multi-turn conversation, in random
-  order) from the record's eight; with probability `caption_prob` a captioning row instead ("Describe the image."
-  -> the layout caption naming every object's size, colour, shape and cell: dense image supervision, like the
-  image-caption data of Janus stage I)."""
-  if caption_prob > 0 and "captions" in rec and rng.random() < caption_prob:
-    layout = _texts(rec["captions"])[-1]  # `shapes.all_captions` lists the layout caption last.
-    return _image(rec["image"]), [(shapes_lib.DESCRIBE_PROMPT, layout)]
+def _pick_questions(rec, rng, turns: int, mc_weight: float = 1.0, scaffold: float = 0.0) -> list[tuple[str, str]]:
+  """`turns` distinct (question, answer) pairs of the record, in random order. A multiple-choice question is
+  `mc_weight` times as likely to be drawn as an open one; with probability `scaffold` a drawn multiple-choice
+  question is preceded by the same question asked open and answered with the right option's text."""
   qa = rec["qa"]
   questions, answers = _texts(qa["question"]), _texts(qa["answer"])
   if not questions:
     raise ValueError("Shapes record without questions.")
-  if qa_turns == 1:  # the single-turn draw of earlier versions: the same data order, so older runs resume exactly
+  choices = _texts(qa["choices"]) if "choices" in qa else [""] * len(questions)
+  p = None
+  if mc_weight != 1.0:
+    weights = np.where([bool(c) for c in choices], mc_weight, 1.0)
+    p = weights / weights.sum()
+  if turns == 1 and p is None and not scaffold:  # the draw of earlier versions: older runs resume in the same order
     picked = [int(rng.integers(len(questions)))]
   else:
-    picked = rng.choice(len(questions), size=min(qa_turns, len(questions)), replace=False)
-  return _image(rec["image"]), [(questions[i], answers[i]) for i in picked]
+    picked = rng.choice(len(questions), size=min(turns, len(questions)), replace=False, p=p)
+  out = []
+  for i in picked:
+    if scaffold and choices[i] and rng.random() < scaffold:
+      options = shapes_lib.split_choices(choices[i])
+      out.append((questions[i].split("\n")[0], options[ord(answers[i].strip()) - ord("A")]))
+    out.append((questions[i], answers[i]))
+  return out
+
+
+def _shapes_und(rec, rng, caption_prob: float = 0.0, qa_turns: int = 1, mc_weight: float = 1.0,
+                mc_scaffold: float = 0.0):
+  """A question/answer row: `qa_turns` distinct questions about the image (a multi-turn conversation, see
+  `_pick_questions`) from the record's eight; with probability `caption_prob` a captioning row instead ("Describe
+  the image." -> the layout caption naming every object's size, colour, shape and cell: dense image supervision,
+  like the image-caption data of Janus stage I)."""
+  if caption_prob > 0 and "captions" in rec and rng.random() < caption_prob:
+    layout = _texts(rec["captions"])[-1]  # `shapes.all_captions` lists the layout caption last.
+    return _image(rec["image"]), [(shapes_lib.DESCRIBE_PROMPT, layout)]
+  return _image(rec["image"]), _pick_questions(rec, rng, qa_turns, mc_weight, mc_scaffold)
 
 
 def _shapes_t2i(rec, rng):
@@ -92,22 +111,42 @@ def _shapes_t2i(rec, rng):
   return _image(rec["image"]), main
 
 
-def _shapes_text(rec, rng):
+def _shapes_text(rec, rng, qa_turns: int = 0, mc_weight: float = 1.0):
+  """qa_turns=0: `{caption}. {question} {answer}` (language modelling on every token). qa_turns>=1: a text-only
+  conversation about the scene described in words (the layout caption opens the first question), loss on the
+  answers: the question-answering skills (e.g. looking an answer up among lettered options) without perception."""
+  if qa_turns:
+    turns = _pick_questions(rec, rng, qa_turns, mc_weight)
+    layout = _texts(rec["captions"])[-1] if "captions" in rec else _text(rec["caption"])
+    return ([(f"{layout}.\n{turns[0][0]}", turns[0][1])] + turns[1:],)
   qa = rec["qa"]
   questions, answers = _texts(qa["question"]), _texts(qa["answer"])
   i = int(rng.integers(len(questions)))
   return (f"{_text(rec['caption'])}. {questions[i]} {answers[i]}",)
 
 
-def shapes(source, caption_prob: float = 0.0, qa_turns: int = 1) -> Adapter:
+def shapes(source, caption_prob: float = 0.0, qa_turns: int = 1, mc_weight: float = 1.0,
+           text_qa_turns: int = 0, mc_scaffold: float = 0.0) -> Adapter:
   """Shapes adapter; `caption_prob` is the share of understanding rows that are captioning rows, `qa_turns` the
-  questions per question/answer row (turns that do not fit `seq_len` are left out by the row builder)."""
+  questions per question/answer row (turns that do not fit `seq_len` are left out by the row builder),
+  `mc_weight` how much likelier a multiple-choice question is drawn than an open one, `text_qa_turns` > 0 makes
+  the text rows conversations about the scene described in words (see `_shapes_text`), `mc_scaffold` the share of
+  multiple-choice turns preceded by the same question asked open (a curriculum for the letter lookup)."""
   if not 0.0 <= caption_prob <= 1.0:
     raise ValueError(f"caption_prob={caption_prob} must be in [0, 1].")
   if int(qa_turns) != qa_turns or qa_turns < 1:
     raise ValueError(f"qa_turns={qa_turns} must be a whole number >= 1.")
-  und = functools.partial(_shapes_und, caption_prob=caption_prob, qa_turns=int(qa_turns))
-  return Adapter(source, {"und": und, "t2i": _shapes_t2i, "text": _shapes_text})
+  if int(text_qa_turns) != text_qa_turns or text_qa_turns < 0:
+    raise ValueError(f"text_qa_turns={text_qa_turns} must be a whole number >= 0 (0: plain language-model text).")
+  if not 0.0 <= mc_scaffold <= 1.0:
+    raise ValueError(f"mc_scaffold={mc_scaffold} must be in [0, 1] (the share of multiple-choice turns asked open "
+                     "first).")
+  if not mc_weight > 0:
+    raise ValueError(f"mc_weight={mc_weight} must be > 0 (1 draws open and multiple-choice questions alike).")
+  und = functools.partial(_shapes_und, caption_prob=caption_prob, qa_turns=int(qa_turns), mc_weight=mc_weight,
+                          mc_scaffold=mc_scaffold)
+  text = functools.partial(_shapes_text, qa_turns=int(text_qa_turns), mc_weight=mc_weight)
+  return Adapter(source, {"und": und, "t2i": _shapes_t2i, "text": text})
 
 
 # --- ImageNet (tfds imagenet2012): class-name prompts ----------------------------------------------------------
@@ -228,7 +267,9 @@ def adapter_from_config(src_cfg, split: str | None = None) -> Adapter:
   data_dir = src_cfg.get("data_dir")
   if kind == "shapes":
     return shapes(tfds_source(src_cfg.get("tfds_name", "janus_shapes"), split, data_dir),
-                  caption_prob=float(src_cfg.get("caption_prob", 0.0)), qa_turns=int(src_cfg.get("qa_turns", 1)))
+                  caption_prob=float(src_cfg.get("caption_prob", 0.0)), qa_turns=int(src_cfg.get("qa_turns", 1)),
+                  mc_weight=float(src_cfg.get("mc_weight", 1.0)), text_qa_turns=int(src_cfg.get("text_qa_turns", 0)),
+                  mc_scaffold=float(src_cfg.get("mc_scaffold", 0.0)))
   if kind == "imagenet2012":
     import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
     builder = tfds.builder("imagenet2012", data_dir=data_dir)
