@@ -3,7 +3,7 @@
 Three kinds of rows, each a dict of numpy arrays with identical keys and shapes (so any mixture batches):
   understanding  `<sys>\\n\\n<|User|>: <image>\\n{question}\\n\\n<|Assistant|>: {answer}<eos>`; loss on the answer and EOS.
                  Multi-turn (`conversation`): further `<|User|>: {question}\\n\\n<|Assistant|>: {answer}<eos>` turns
-                 about the same image, loss on every answer and its EOS.
+                 about the same image, loss on every answer and its EOS; with no image, a text-only conversation.
   text_to_image  `<|User|>: {caption}\\n\\n<|Assistant|>:<begin_of_image>` + N image-code positions; loss on the N
                  codes (predicted from `<begin_of_image>` and codes 0..N-2). The codes themselves are computed in the
                  train step from `gen_pixels` with the frozen VQ; `cfg_drop_mask` marks the prompt for CFG dropout.

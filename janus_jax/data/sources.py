@@ -4,7 +4,7 @@ A source is anything with `__len__` and `__getitem__` returning a dict (tfds `da
 reader, a list). An adapter knows a source's record layout and yields, per record index, the inputs of a row:
   understanding: (image uint8[H, W, 3], question, answer) or (image, [(question, answer), ...]) (multi-turn)
   text_to_image: (image, caption)
-  text:          text
+  text:          text, or [(question, answer), ...] (a text-only conversation)
 Adapters: `shapes` (the embedded Shapes TFDS dataset), `imagenet2012` (caption = class name, as Janus stage I),
 `coco_captions`, and `pairs` (a generic image-text ArrayRecord written by `write_pairs`). Nothing downloads:
 TFDS sources must already be prepared in `data_dir` (`download=False`).
