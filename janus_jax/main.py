@@ -113,6 +113,22 @@ def _export(config, workdir: str, data: dict, state) -> str:
   return path
 
 
+def image_size_note(config, data_image_size: int) -> str | None:
+  """A message when the model generates images of another size than the data's (None when they agree): the
+  text-to-image targets are then resized and the Shapes-GenEval detector sees resized scenes. In Janus the number of
+  generated tokens is the understanding encoder's patch count, so e.g. `model.vision.patch_size` changes it too."""
+  from janus_jax.train import loop  # pylint: disable=import-outside-toplevel
+  cfg = loop.model_config(config)
+  size = cfg.generated_image_size
+  if size == data_image_size:
+    return None
+  return (f"note: the model generates {size} px images ({cfg.num_image_tokens} tokens, as many as the understanding "
+          f"encoder's {cfg.vision.image_size // cfg.vision.patch_size}x{cfg.vision.image_size // cfg.vision.patch_size}"
+          f" patches) but the data's images are {data_image_size} px: text-to-image targets are resized to {size} px. "
+          "For same-size generation make (model.vision.image_size / patch_size) * the image tokenizer's downsampling "
+          f"equal {data_image_size}.")
+
+
 def eval_step(config, checkpoint: str, data: dict, name: str) -> dict:
   from janus_jax.evals.run import evaluate_checkpoint  # pylint: disable=import-outside-toplevel
   results = evaluate_checkpoint(checkpoint, data["data_dir"], data["tfds_name"],
@@ -147,6 +163,9 @@ def run_all(config, workdir: str, mode: str = "all") -> dict:
                                  mc_scaffold=config.data.get("und_mc_scaffold", 0.0))]
     config.input.tokenizer = data["tokenizer"]
     config.train.pad_id = pad_id
+  note = image_size_note(config, data["spec"].image_size)
+  if note:
+    print(note, flush=True)
   t = time.time()
   flow = config.model.get("generation_mode", "ar_vq") == "flow"
   tok_name = "vae" if flow else "vq"

@@ -32,3 +32,14 @@ def test_main_job_fast_flow(tmp_path):
   assert (tmp_path / "samples.png").is_file()
   rows = [json.loads(l) for l in open(tmp_path / "janus" / "metrics.jsonl")]
   assert {"train/loss_rf", "train/loss_repa"} <= set(rows[-1])
+
+
+def test_image_size_note_flags_a_generation_size_other_than_the_data():
+  """The demo generates at the data's 32 px in both modes; a patch size that shrinks the token grid (Janus ties
+  generated tokens to understanding patches) is reported with the sizes and the fix."""
+  for arg in ("", "gen=flow"):
+    assert main.image_size_note(load_config(f"experiments/shapes_demo.py:{arg}"), 32) is None
+  config = load_config("experiments/shapes_demo.py")
+  config.model.vision.patch_size = 16
+  note = main.image_size_note(config, 32)
+  assert "16 px" in note and "2x2 patches" in note and "model.vision.image_size / patch_size" in note
