@@ -123,8 +123,8 @@ def image_size_note(config, data_image_size: int) -> str | None:
   if size == data_image_size:
     return None
   return (f"note: the model generates {size} px images ({cfg.num_image_tokens} tokens, as many as the understanding "
-          f"encoder's {cfg.vision.image_size // cfg.vision.patch_size}x{cfg.vision.image_size // cfg.vision.patch_size}"
-          f" patches) but the data's images are {data_image_size} px: text-to-image targets are resized to {size} px. "
+          f"encoder's {cfg.gen_grid}x{cfg.gen_grid} patches) but the data's images are {data_image_size} px: "
+          f"text-to-image targets are resized to {size} px. "
           "For same-size generation make (model.vision.image_size / patch_size) * the image tokenizer's downsampling "
           f"equal {data_image_size}.")
 
