@@ -241,3 +241,28 @@ def test_bfloat16_compute_dtype_and_remat():
   head_out = jax.eval_shape(lambda h: GenHead(dataclasses.replace(CFG.gen_head, dtype="bfloat16")).init_with_output(
       jax.random.key(0), h)[0], jnp.zeros((2, CFG.gen_head.n_embed)))
   assert head_out.dtype == jnp.bfloat16 and head_out.shape == (2, CFG.gen_head.image_token_size)
+
+
+def test_sincos2d_pos_embed_init_encodes_row_and_column():
+  cfg = dataclasses.replace(CFG.vision, pos_embed_init="sincos2d")
+  grid, width = cfg.image_size // cfg.patch_size, cfg.width
+  params = nn.unbox(SiglipVisionTower(cfg).init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))["params"])
+  pos = np.asarray(params["vision_tower"]["pos_embed"])[0]
+  assert pos.shape == (grid * grid, width)
+  q = width // 4
+  rows, cols = np.divmod(np.arange(grid * grid), grid)  # raster order, as the patchify reshape
+  np.testing.assert_allclose(pos[:, 0], np.sin(cols), atol=1e-6)       # first x frequency is 1
+  np.testing.assert_allclose(pos[:, q], np.cos(cols), atol=1e-6)
+  np.testing.assert_allclose(pos[:, 2 * q], np.sin(rows), atol=1e-6)   # first y frequency is 1
+  np.testing.assert_allclose(pos[:, 3 * q], np.cos(rows), atol=1e-6)
+  assert len({tuple(np.round(p, 5)) for p in pos}) == grid * grid     # every patch gets its own code
+  default = nn.unbox(SiglipVisionTower(CFG.vision).init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))["params"])
+  assert float(np.abs(default["vision_tower"]["pos_embed"]).max()) < 0.2  # "normal" keeps timm's std 0.02
+
+
+@pytest.mark.parametrize("kind, width, match", [("sin", 32, "Unknown vision pos_embed_init='sin'"),
+                                                 ("sincos2d", 30, "width divisible by 4, got 30")])
+def test_bad_pos_embed_init_raises(kind, width, match):
+  cfg = dataclasses.replace(CFG.vision, pos_embed_init=kind, width=width, num_heads=2)
+  with pytest.raises(ValueError, match=match):
+    jax.eval_shape(SiglipVisionTower(cfg).init, jax.random.key(0), jnp.zeros((1, 32, 32, 3)))

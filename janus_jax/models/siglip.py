@@ -89,6 +89,31 @@ class PatchEmbed(nn.Module):
     return y.reshape(b, h * w, c)
 
 
+def sincos2d_pos_embed(grid: int, width: int, temperature: float = 10_000.0) -> jnp.ndarray:
+  """The 2-D sine-cosine position table float[1, grid*grid, width] in patch raster order (row-major).
+
+  A quarter of the channels each for sin(x w), cos(x w), sin(y w), cos(y w) with w = temperature**(-k / (width/4)),
+  x the column and y the row of the patch; `width` must be a multiple of 4.
+  """
+  if width % 4:
+    raise ValueError(f"pos_embed_init='sincos2d' needs a vision width divisible by 4, got {width}; "
+                     "use pos_embed_init='normal' or a width that is a multiple of 4.")
+  rows, cols = jnp.meshgrid(jnp.arange(grid, dtype=jnp.float32), jnp.arange(grid, dtype=jnp.float32), indexing="ij")
+  freqs = temperature ** (-jnp.arange(width // 4, dtype=jnp.float32) / (width // 4))
+  x = cols.reshape(-1, 1) * freqs
+  y = rows.reshape(-1, 1) * freqs
+  return jnp.concatenate([jnp.sin(x), jnp.cos(x), jnp.sin(y), jnp.cos(y)], axis=1)[None]
+
+
+def _pos_embed_init(kind: str, grid: int):
+  """The pos_embed initializer for `SiglipConfig.pos_embed_init`."""
+  if kind == "normal":
+    return nn.initializers.normal(0.02)
+  if kind == "sincos2d":
+    return lambda _, shape, dtype=jnp.float32: sincos2d_pos_embed(grid, shape[-1]).astype(dtype)
+  raise ValueError(f"Unknown vision pos_embed_init={kind!r}; valid: 'normal', 'sincos2d'.")
+
+
 class VisionTransformer(nn.Module):
   """The timm ViT trunk: patchify + pos_embed, `cfg.num_blocks` blocks, final LayerNorm."""
   cfg: SiglipConfig
@@ -101,7 +126,8 @@ class VisionTransformer(nn.Module):
                        "use -1 (all blocks, the shipped Janus setting) or a value in [-depth, depth].")
     dtype, pdtype = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
     x = PatchEmbed(cfg, name="patch_embed")(images)
-    pos = self.param("pos_embed", layers.names(nn.initializers.normal(0.02), (None, "pos", "embed")),
+    pos_init = _pos_embed_init(cfg.pos_embed_init, cfg.image_size // cfg.patch_size)
+    pos = self.param("pos_embed", layers.names(pos_init, (None, "pos", "embed")),
                      (1, cfg.num_patches, cfg.width), pdtype)
     x = layers.constrain(x + pos.astype(dtype), _ACT)
 
