@@ -251,10 +251,11 @@ def test_sincos2d_pos_embed_init_encodes_row_and_column():
   assert pos.shape == (grid * grid, width)
   q = width // 4
   rows, cols = np.divmod(np.arange(grid * grid), grid)  # raster order, as the patchify reshape
-  np.testing.assert_allclose(pos[:, 0], np.sin(cols), atol=1e-6)       # first x frequency is 1
-  np.testing.assert_allclose(pos[:, q], np.cos(cols), atol=1e-6)
-  np.testing.assert_allclose(pos[:, 2 * q], np.sin(rows), atol=1e-6)   # first y frequency is 1
-  np.testing.assert_allclose(pos[:, 3 * q], np.cos(rows), atol=1e-6)
+  np.testing.assert_allclose(pos[:, 0], np.cos(cols), atol=1e-6)       # first x frequency is 1
+  np.testing.assert_allclose(pos[:, q], np.sin(cols), atol=1e-6)
+  np.testing.assert_allclose(pos[:, 2 * q], np.cos(rows), atol=1e-6)   # first y frequency is 1
+  np.testing.assert_allclose(pos[:, 3 * q], np.sin(rows), atol=1e-6)
+  np.testing.assert_allclose(pos[:, q - 1], np.cos(cols * 1e4 ** (-(q - 1) / q)), atol=1e-6)  # lowest x frequency
   assert len({tuple(np.round(p, 5)) for p in pos}) == grid * grid     # every patch gets its own code
   default = nn.unbox(SiglipVisionTower(CFG.vision).init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))["params"])
   assert float(np.abs(default["vision_tower"]["pos_embed"]).max()) < 0.2  # "normal" keeps timm's std 0.02

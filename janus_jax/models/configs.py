@@ -71,7 +71,7 @@ class SiglipConfig:
   param_dtype: str = "float32"
   scan_layers: bool = True
   remat_policy: str = "none"
-  # Initial pos_embed: "normal" (std 0.02, timm) or "sincos2d" (the fixed 2-D sine-cosine table, still trained,
+  # Initial pos_embed: "normal" (std 0.02, timm) or "sincos2d" (a 2-D sine-cosine table, then trained,
   # as big_vision's ViT; gives every patch its row and column from step 0). Only matters when training from scratch.
   pos_embed_init: str = "normal"
 

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 
 from janus_jax.models import layers
 from janus_jax.models.configs import SiglipConfig
+from janus_jax.models.uvit import timestep_embedding
 
 _ACT = ("act_batch", "act_seq", "act_embed")
 
@@ -89,20 +90,14 @@ class PatchEmbed(nn.Module):
     return y.reshape(b, h * w, c)
 
 
-def sincos2d_pos_embed(grid: int, width: int, temperature: float = 10_000.0) -> jnp.ndarray:
-  """The 2-D sine-cosine position table float[1, grid*grid, width] in patch raster order (row-major).
-
-  A quarter of the channels each for sin(x w), cos(x w), sin(y w), cos(y w) with w = temperature**(-k / (width/4)),
-  x the column and y the row of the patch; `width` must be a multiple of 4.
-  """
+def sincos2d_pos_embed(grid: int, width: int) -> jnp.ndarray:
+  """The 2-D sine-cosine position table float[1, grid*grid, width] in patch raster order (row-major): the
+  sinusoidal embedding (`uvit.timestep_embedding`, width/2 channels) of each patch's column, then of its row."""
   if width % 4:
     raise ValueError(f"pos_embed_init='sincos2d' needs a vision width divisible by 4, got {width}; "
                      "use pos_embed_init='normal' or a width that is a multiple of 4.")
-  rows, cols = jnp.meshgrid(jnp.arange(grid, dtype=jnp.float32), jnp.arange(grid, dtype=jnp.float32), indexing="ij")
-  freqs = temperature ** (-jnp.arange(width // 4, dtype=jnp.float32) / (width // 4))
-  x = cols.reshape(-1, 1) * freqs
-  y = rows.reshape(-1, 1) * freqs
-  return jnp.concatenate([jnp.sin(x), jnp.cos(x), jnp.sin(y), jnp.cos(y)], axis=1)[None]
+  rows, cols = jnp.divmod(jnp.arange(grid * grid), grid)
+  return jnp.concatenate([timestep_embedding(cols, width // 2), timestep_embedding(rows, width // 2)], axis=1)[None]
 
 
 def _pos_embed_init(kind: str, grid: int):
