@@ -286,6 +286,31 @@ def test_schedules_and_weight_decay_mask(cfg):
     assert not decay[p], p
 
 
+def test_lr_mults_scale_updates_per_param_group(cfg):
+  params = {"language_model": {"w": jnp.ones(3)}, "aligner": {"w": jnp.ones(2)}, "gen_head": {"w": jnp.ones(2)},
+            "gen_vision_model": {"w": jnp.ones(2)}}
+  grads = jax.tree.map(lambda x: jnp.full_like(x, 0.3), params)
+  def first_update(**kw):
+    tx, _ = optim.make_optimizer(dict(lr=1e-2, frozen=["gen_vision_model/.*"], **kw), params)
+    return tx.update(grads, tx.init(params), params)[0]
+  base = first_update()
+  # The first pattern a path matches wins: the aligner is scaled by 0.25 although '.*' (x3) would match it too.
+  scaled = first_update(lr_mults=[("language_model/.*", 0.5), ("aligner/.*", 0.25), (".*", 3.0)])
+  for name, mult in (("language_model", 0.5), ("aligner", 0.25), ("gen_head", 3.0), ("gen_vision_model", 0.0)):
+    np.testing.assert_allclose(scaled[name]["w"], mult * base[name]["w"] if mult else 0.0, rtol=1e-6)
+  assert float(jnp.abs(base["gen_head"]["w"]).min()) > 0
+  tree = abstract_params(cfg)
+  (mult, mask_fn), = optim.lr_multiplier_masks([("language_model/.*", 0.5)], tree)
+  flags = dict(zip(optim.param_paths(tree), jax.tree.leaves(mask_fn(tree))))
+  assert mult == 0.5 and all(v == k.startswith("language_model/") for k, v in flags.items())
+  with pytest.raises(ValueError, match="'languge_model/.*' matches no parameter"):
+    optim.make_optimizer(dict(lr=1e-3, lr_mults=[("languge_model/.*", 0.5)]), params)
+  with pytest.raises(ValueError, match="must be > 0; to freeze params list them in optim.frozen"):
+    optim.make_optimizer(dict(lr=1e-3, lr_mults=[("aligner/.*", 0.0)]), params)
+  with pytest.raises(ValueError, match=r"\(regex, multiplier\) pairs"):
+    optim.make_optimizer(dict(lr=1e-3, lr_mults=["aligner/.*"]), params)
+
+
 def test_stage_configs_build(cfg):
   params = abstract_params(cfg)
   counts = {}

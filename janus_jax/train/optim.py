@@ -18,6 +18,9 @@ Config (`config.optim`, every key optional except `lr`; unknown keys raise):
   trainable      list of regexes (re.fullmatch on '/'-joined param paths): only matching params train
                  (None = all)
   frozen         list of regexes: matching params are frozen (applied after `trainable`)
+  lr_mults       list of (regex, multiplier) pairs: a trainable param whose path fullmatches a regex (the first
+                 that does) updates with lr * multiplier, e.g. [('language_model/.*', 0.5)] trains the LLM at half
+                 the rate of the new modules; unmatched params use lr. Multipliers must be > 0 (freeze with `frozen`)
   ema_decay      > 0 keeps an exponential moving average of the params in the train state (JanusFlow: 0.99);
                  read by `train.state`, not by the optimizer
 Every regex must match at least one param (typo protection). Frozen params get `optax.set_to_zero()` through
@@ -40,7 +43,7 @@ from janus_jax.configs.common import reject_unknown_keys
 DEFAULTS = dict(
     lr=None, schedule="constant", warmup_steps=0, total_steps=0, end_lr_factor=0.0, b1=0.9, b2=0.95, eps=1e-8,
     weight_decay=0.0, decay_pattern=r".*/kernel", grad_clip_norm=1.0, mu_dtype=None, trainable=None, frozen=(),
-    ema_decay=0.0,
+    lr_mults=(), ema_decay=0.0,
 )
 SCHEDULES = ("constant", "cosine")
 TRAINABLE, FROZEN = "trainable", "frozen"
@@ -168,6 +171,26 @@ def decay_mask_fn(pattern: str) -> Callable[[Any], Any]:
   return lambda params: jax.tree_util.tree_map_with_path(lambda p, _: bool(rx.fullmatch(path_str(p))), params)
 
 
+def lr_multiplier_masks(lr_mults, params) -> list[tuple[float, Callable[[Any], Any]]]:
+  """[(multiplier, mask_fn)] from `lr_mults` pairs; mask_fn(params) -> bool pytree (True where the multiplier
+  applies; a path takes the first pattern it fullmatches). Callables, like `decay_mask_fn`, so they also apply to
+  the trainable sub-tree that `optax.multi_transform` hands on."""
+  pairs = [tuple(x) for x in (lr_mults or ())]
+  if any(len(x) != 2 for x in pairs):
+    raise ValueError(f"optim.lr_mults={lr_mults!r} must be a list of (regex, multiplier) pairs, e.g. "
+                     "[('language_model/.*', 0.5)].")
+  paths, taken, out = param_paths(params), set(), []
+  for pattern, mult in pairs:
+    if not float(mult) > 0:
+      raise ValueError(f"optim.lr_mults multiplier {mult!r} for {pattern!r} must be > 0; to freeze params list "
+                       "them in optim.frozen.")
+    mine = {p for p, hit in zip(paths, _match_all([pattern], paths, "lr_mults")) if hit and p not in taken}
+    taken |= mine
+    out.append((float(mult), lambda tree, mine=frozenset(mine): jax.tree_util.tree_map_with_path(
+        lambda path, _: path_str(path) in mine, tree)))
+  return out
+
+
 def make_optimizer(optim_cfg, params) -> tuple[optax.GradientTransformation, Callable[[jax.Array], jax.Array]]:
   """Builds the optimizer for `params` (arrays or ShapeDtypeStructs; only the tree structure and paths are used).
 
@@ -185,6 +208,8 @@ def make_optimizer(optim_cfg, params) -> tuple[optax.GradientTransformation, Cal
   if c["weight_decay"]:
     chain.append(optax.add_decayed_weights(float(c["weight_decay"]), mask=decay_mask_fn(c["decay_pattern"])))
   chain.append(optax.scale_by_learning_rate(schedule))
+  for mult, mask in lr_multiplier_masks(c["lr_mults"], params):
+    chain.append(optax.masked(optax.scale(mult), mask))
   tx = optax.multi_transform({TRAINABLE: optax.chain(*chain), FROZEN: optax.set_to_zero()}, labels)
   key = (repr(sorted((k, repr(v)) for k, v in c.items())), str(jax.tree.structure(params)))
   return KeyedTransformation.wrap(tx, key, schedule), schedule
@@ -214,4 +239,4 @@ class KeyedTransformation(optax.GradientTransformation):
 
 
 __all__ = ["DEFAULTS", "STAGES", "KeyedTransformation", "stage_trainable", "resolve_config", "make_schedule",
-           "param_paths", "trainable_mask", "decay_mask_fn", "make_optimizer"]
+           "param_paths", "trainable_mask", "decay_mask_fn", "lr_multiplier_masks", "make_optimizer"]
