@@ -77,15 +77,12 @@ def main(argv=None) -> int:
   model = LlamaForCausalLM(cfg)
 
   def logits(params, ids, valid):
-    h, _ = model.apply(params, model.apply(params, ids, method=model.embed),
-                       jnp.broadcast_to(jnp.arange(ids.shape[1]), ids.shape), causal_mask(valid, ids.shape[1]))
-    return model.apply(params, h, method=model.logits)
+    return model.apply(params, ids, valid, method=logits_of)
 
-  ids0 = jnp.zeros((1, SEQ_LEN), jnp.int32)
-  params = model.init(jax.random.PRNGKey(args.seed), ids0, jnp.ones((1, SEQ_LEN), bool),
-                      method=lambda m, ids, valid: logits_of(m, ids, valid))
-  tx, _ = optim.make_optimizer(dict(lr=args.lr, schedule="cosine", warmup_steps=min(60, args.steps // 2), total_steps=args.steps,
-                                    end_lr_factor=0.05), params)
+  params = model.init(jax.random.PRNGKey(args.seed), jnp.zeros((1, SEQ_LEN), jnp.int32),
+                      jnp.ones((1, SEQ_LEN), bool), method=logits_of)
+  tx, _ = optim.make_optimizer(dict(lr=args.lr, schedule="cosine", warmup_steps=min(60, args.steps // 2),
+                                    total_steps=args.steps, end_lr_factor=0.05), params)
   opt_state = tx.init(params)
 
   @jax.jit
@@ -122,8 +119,9 @@ def main(argv=None) -> int:
 
 
 def logits_of(module: LlamaForCausalLM, ids, valid):
-  """Init helper: embed -> decoder -> lm_head, so every parameter is created."""
-  h, _ = module(module.embed(ids), jnp.zeros(ids.shape, jnp.int32), causal_mask(valid, ids.shape[1]))
+  """int32[B, T] ids, bool[B, T] valid (right-padded rows) -> float32[B, T, V]: embed -> decoder -> lm_head."""
+  positions = jnp.broadcast_to(jnp.arange(ids.shape[1]), ids.shape)
+  h, _ = module(module.embed(ids), positions, causal_mask(valid, ids.shape[1]))
   return module.logits(h)
 
 
