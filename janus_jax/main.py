@@ -3,8 +3,9 @@ r"""Entry point: `python -m janus_jax.main --config=experiments/<x>.py[:arg] --w
 Modes:
   train  (default for stage configs) `janus_jax.train.loop.train(config, workdir)`.
   all    the embedded-default main job (configs with a `data` and `vq` section, e.g. experiments/shapes_demo.py):
-         prepare Shapes + tokenizer -> train the VQ tokenizer (flow mode: the KL-VAE, section `vae`) -> train
-         Janus / JanusFlow on the mixture -> export a janus_jax
+         prepare Shapes + tokenizer -> train the VQ tokenizer (flow mode: the KL-VAE, section `vae`) -> the
+         `drill` stage when configured (the LLM alone on text-only multiple-choice letter drills, `drill_config`)
+         -> train Janus / JanusFlow on the mixture -> export a janus_jax
          checkpoint -> evaluate the untrained and the trained model (Shapes-GenEval + understanding) -> samples.png,
          eval.json, TensorBoard logs under the workdir. Every step resumes from what the workdir already holds.
   prepare / vq / eval: one step of `all`.
@@ -101,11 +102,49 @@ def _initial_checkpoint(config, workdir: str, data: dict, image_tokenizer_params
   return path
 
 
-def _export(config, workdir: str, data: dict, state) -> str:
+def drill_config(config, init_from: str):
+  """The config of the `drill` stage: `config` with the text-only letter drill as its only data
+  (`sources._shapes_letter_drill`), `drill.trainable` trained at `drill.lr` for `drill.steps` steps from `init_from`.
+
+  `drill` keys: steps, lr, warmup_steps, batch_size, seq_len, trainable (regexes, e.g. ["language_model/.*"])."""
+  d = config.drill
+  unknown = sorted(set(d.keys()) - {"steps", "lr", "warmup_steps", "batch_size", "seq_len", "trainable"})
+  if unknown:
+    raise ValueError(f"Unknown drill key(s) {unknown}; valid: steps, lr, warmup_steps, batch_size, seq_len, "
+                     "trainable.")
+  c = config.copy_and_resolve_references()
+  with c.unlocked():
+    c.init_from = init_from
+    c.input.mixture = {"text": 1.0}
+    c.input.sources = [dict(s, text_letter_drill=True, text_qa_turns=0) for s in config.input.sources]
+    c.input.seq_len, c.input.batch_size = int(d.seq_len), int(d.batch_size)
+    c.input.packing = dict(enabled=False)
+    c.optim.lr, c.optim.warmup_steps, c.optim.total_steps = float(d.lr), int(d.warmup_steps), int(d.steps)
+    c.optim.trainable = list(d.trainable)
+    c.optim.ema_decay = 0.0
+    c.train.num_steps = int(d.steps)
+    c.train.sample_every = 0
+    c.train.checkpoint_every = 0
+  return c
+
+
+def drill_step(config, workdir: str, data: dict, init_from: str) -> str:
+  """Runs the `drill` stage (see `drill_config`) unless `<workdir>/drill_model` exists; returns that checkpoint."""
+  from janus_jax.checkpoint import store  # pylint: disable=import-outside-toplevel
+  from janus_jax.train import loop  # pylint: disable=import-outside-toplevel
+  path = os.path.join(workdir, "drill_model")
+  if not store.is_checkpoint(path):
+    print(f"[drill] {config.drill.steps} steps of the text-only letter drill, trainable {list(config.drill.trainable)}"
+          f", lr {config.drill.lr}", flush=True)
+    drill = drill_config(config, init_from)
+    _export(drill, path, data, loop.train(drill, os.path.join(workdir, "drill")))
+  return path
+
+
+def _export(config, path: str, data: dict, state) -> str:
   import jax  # pylint: disable=import-outside-toplevel
   from janus_jax.checkpoint import store  # pylint: disable=import-outside-toplevel
   from janus_jax.train import loop  # pylint: disable=import-outside-toplevel
-  path = os.path.join(workdir, "model")
   # With an EMA (JanusFlow: 0.99) the exported model is the EMA weights, as the released checkpoints are.
   params = state.ema_params if state.ema_params is not None else state.params
   store.save_checkpoint(path, jax.device_get(params), loop.model_config(config),
@@ -160,7 +199,8 @@ def run_all(config, workdir: str, mode: str = "all") -> dict:
                                  qa_turns=config.data.get("und_qa_turns", 1),
                                  mc_weight=config.data.get("und_mc_weight", 1.0),
                                  text_qa_turns=config.data.get("text_qa_turns", 0),
-                                 mc_scaffold=config.data.get("und_mc_scaffold", 0.0))]
+                                 mc_scaffold=config.data.get("und_mc_scaffold", 0.0),
+                                 text_letter_drill=config.data.get("text_letter_drill", False))]
     config.input.tokenizer = data["tokenizer"]
     config.train.pad_id = pad_id
   note = image_size_note(config, data["spec"].image_size)
@@ -178,12 +218,17 @@ def run_all(config, workdir: str, mode: str = "all") -> dict:
   if mode == "eval" and os.path.isdir(os.path.join(workdir, "model")):
     summary["trained"] = eval_step(config, os.path.join(workdir, "model"), data, "trained")
     return summary
+  start_from = init_ckpt
+  if config.get("drill") and int(config.drill.steps) > 0:
+    t = time.time()
+    start_from = drill_step(config, workdir, data, init_ckpt)
+    timings["drill"] = round(time.time() - t, 1)
   with config.unlocked():
-    config.init_from = init_ckpt
+    config.init_from = start_from
   t = time.time()
   state = loop.train(config, os.path.join(workdir, "janus"))
   timings["train"] = round(time.time() - t, 1)
-  model_ckpt = _export(config, workdir, data, state)
+  model_ckpt = _export(config, os.path.join(workdir, "model"), data, state)
   t = time.time()
   summary["untrained"] = eval_step(config, init_ckpt, data, "untrained")
   summary["trained"] = eval_step(config, model_ckpt, data, "trained")

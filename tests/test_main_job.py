@@ -2,12 +2,26 @@
 import json
 import os
 
+import jax
+import numpy as np
+import pytest
+
 from janus_jax import main
+from janus_jax.checkpoint import store
 from janus_jax.configs.common import load_config
+from janus_jax.train.optim import path_str
+
+
+def _fast(arg: str = ""):
+  """The fast demo config with a 4-step drill stage (the demo leaves it off; see `drill` in the config)."""
+  config = load_config(f"experiments/shapes_demo.py:fast{arg}")
+  config.drill.steps = 4
+  config.data.text_letter_drill = True
+  return config
 
 
 def test_main_job_fast(tmp_path):
-  summary = main.run_all(load_config("experiments/shapes_demo.py:fast"), str(tmp_path))
+  summary = main.run_all(_fast(), str(tmp_path))
   for name in ("samples.png", "eval.json"):
     assert (tmp_path / name).is_file()
   assert os.path.isdir(tmp_path / "janus" / "tensorboard")
@@ -17,13 +31,22 @@ def test_main_job_fast(tmp_path):
                                                 "color_attr", "overall"}
     assert 0.0 <= saved[which]["understanding"]["overall"] <= 1.0
   assert summary["vq"]["psnr"] > 0
+  assert "drill" in saved["timings_seconds"]
+  # The drill stage trained the LLM alone: every language_model param moved, everything else is the initial model.
+  initial, _ = store.load_checkpoint(str(tmp_path / "init_model"))
+  drilled, _ = store.load_checkpoint(str(tmp_path / "drill_model"))
+  flat_initial, flat_drilled = (jax.tree_util.tree_leaves_with_path(p) for p in (initial, drilled))
+  assert [p for p, _ in flat_initial] == [p for p, _ in flat_drilled]
+  for (path, a), (_, b) in zip(flat_initial, flat_drilled):
+    name = path_str(path)
+    assert np.array_equal(a, b) != name.startswith("language_model/"), name
   assert main.run_all(load_config("experiments/shapes_demo.py:fast"), str(tmp_path), mode="eval")["trained"]
 
 
 def test_main_job_fast_flow(tmp_path):
   """Flow mode through the same job: KL-VAE instead of VQ, JanusFlow training (RF + REPA + EMA), the same
   Shapes-GenEval and understanding evaluation."""
-  summary = main.run_all(load_config("experiments/shapes_demo.py:fast,gen=flow"), str(tmp_path))
+  summary = main.run_all(_fast(",gen=flow"), str(tmp_path))
   assert summary["generation_mode"] == "flow"
   assert summary["vae"]["psnr"] > 0 and summary["vae"]["scaling_factor"] > 0
   saved = json.load(open(tmp_path / "eval.json"))
@@ -32,6 +55,21 @@ def test_main_job_fast_flow(tmp_path):
   assert (tmp_path / "samples.png").is_file()
   rows = [json.loads(l) for l in open(tmp_path / "janus" / "metrics.jsonl")]
   assert {"train/loss_rf", "train/loss_repa"} <= set(rows[-1])
+
+
+def test_drill_config_trains_the_letter_drill_alone():
+  config = load_config("experiments/shapes_demo.py")
+  config.drill.steps = 800
+  config.input.sources = [dict(kind="shapes", tfds_name="janus_shapes/default", data_dir="/d")]
+  drill = main.drill_config(config, "/init")
+  assert drill.init_from == "/init" and dict(drill.input.mixture) == {"text": 1.0}
+  assert drill.input.sources[0]["text_letter_drill"] and drill.optim.trainable == ["language_model/.*"]
+  assert drill.train.num_steps == drill.optim.total_steps == config.drill.steps and drill.optim.lr == config.drill.lr
+  assert config.input.mixture.t2i > 0 and config.optim.lr != config.drill.lr  # the main stage's config is untouched
+  with config.unlocked():
+    config.drill.step = 10
+  with pytest.raises(ValueError, match="Unknown drill key.*'step'"):
+    main.drill_config(config, "/init")
 
 
 def test_image_size_note_flags_a_generation_size_other_than_the_data():

@@ -144,6 +144,48 @@ def test_shapes_text_rows_ask_about_the_scene_in_words(builder, records):
     sources.shapes(records, text_qa_turns=-1)
 
 
+def test_context_turns_are_in_the_row_but_not_supervised(tok, builder, records):
+  rec = records[0]
+  q, a = rec["qa"]["question"][0], rec["qa"]["answer"][0]
+  row = builder.conversation(None, [(q, "circle", False), (q, a)])
+  supervised = tok.decode(row["targets"][row["text_loss_mask"]].tolist(), skip_special_tokens=False)
+  assert supervised == " " + a + tok.eos_token
+  assert "circle" in tok.decode(row["input_ids"][row["valid"]].tolist())  # the context answer is still there
+
+
+def test_letter_drill_rows_ask_for_the_letter_of_a_given_answer(tok, builder, records):
+  """Text rows of `text_letter_drill`: a multiple-choice question of the record asked open and answered with the
+  right option (context), then asked with its options in a fresh order; the only loss is the letter and EOS."""
+  adapter = sources.shapes(records, text_letter_drill=True)
+  rng, letters = np.random.default_rng(0), collections.Counter()
+  for rec in records[:20]:
+    ((open_q, answer, supervised), (lettered, letter)), = adapter.makers["text"](rec, rng)
+    assert supervised is False and lettered.startswith(open_q + "\n")
+    mc = [i for i, c in enumerate(rec["qa"]["choices"]) if c]
+    originals = {rec["qa"]["question"][i].split("\n")[0]: i for i in mc}
+    i = originals[open_q]
+    options = rec["qa"]["choices"][i].split("\n")
+    assert answer == options[ord(rec["qa"]["answer"][i]) - ord("A")]  # the record's right option
+    shown = [line[3:] for line in lettered.split("\n")[1:-1]]
+    assert sorted(shown) == sorted(options) and shown[ord(letter) - ord("A")] == answer
+    letters[letter] += 1
+  assert len(letters) >= 3  # options are re-shuffled, so the right letter varies
+  row = pipeline._MakeRow(adapter, builder, "text").random_map(records[0], np.random.default_rng(1))  # pylint: disable=protected-access
+  targets = tok.decode(row["targets"][row["text_loss_mask"]].tolist(), skip_special_tokens=False)
+  assert len(targets.strip()) == 1 + len(tok.eos_token) and targets.strip()[0] in "ABCD"
+  with pytest.raises(ValueError, match="text_letter_drill and text_qa_turns"):
+    sources.shapes(records, text_letter_drill=True, text_qa_turns=1)
+
+
+def test_mixture_without_text_to_image_carries_no_generation_images(builder, records):
+  adapter = sources.shapes(records, text_letter_drill=True)
+  for packing in (None, PACK):
+    batch = next(pipeline.build_train_iterator([adapter], builder, {"text": 1, "und": 1}, batch_size=4,
+                                               packing=packing))
+    assert "gen_pixels" not in batch and "has_gen_image" not in batch
+    check_batch(batch)
+
+
 def test_text_to_image_row_layout(tok, builder, records):
   row = builder.text_to_image(records[1]["image"], records[1]["caption"])
   sp = tok.special_ids()

@@ -70,11 +70,12 @@ class RowBuilder:
     """image: uint8[H, W, 3] (any size; resized and padded as shipped) -> one single-turn understanding row."""
     return self.conversation(image, [(question, answer)])
 
-  def conversation(self, image, turns: Sequence[tuple[str, str]]) -> dict[str, np.ndarray]:
+  def conversation(self, image, turns: Sequence[tuple[str, str] | tuple[str, str, bool]]) -> dict[str, np.ndarray]:
     """A multi-turn understanding row about one image: the first user message holds the image, each assistant
     answer (and its EOS) is a loss target, as the official multi-turn SFT format
     (`<|User|>: <image>\\n{q1}\\n\\n<|Assistant|>: {a1}<eos><|User|>: {q2}\\n\\n<|Assistant|>: {a2}<eos>...`).
     image=None gives a text-only conversation (no image block), otherwise the same format and loss.
+    A turn (question, answer, False) is context only: its answer is in the row but not a loss target.
 
     Whole turns after the first that would overflow `seq_len` are left out (a conversation is cut at a turn
     boundary); a first turn that does not fit raises a ValueError.
@@ -86,13 +87,14 @@ class RowBuilder:
     ids, img_mask = chat.expand_image_placeholders(self.tokenizer.encode(prompt), self.special, s.num_image_tokens,
                                                    extra_boi_slot=s.und_boi_slot)
     pieces, answer_spans, n = [np.asarray(ids, np.int32)], [], len(ids)
-    for k, (question, answer) in enumerate(turns):
+    for k, (question, answer, *supervised) in enumerate(turns):
       follow = self.tokenizer.encode(chat.user_turn_prompt(question, s.template), add_bos=False) if k else []
       answer_ids = self.tokenizer.encode(" " + answer.strip(), add_bos=False) + [self.special.eos]
       if k and n + len(follow) + len(answer_ids) > s.seq_len:
         break
       pieces += [np.asarray(follow, np.int32), np.asarray(answer_ids, np.int32)]
-      answer_spans.append((n + len(follow), n + len(follow) + len(answer_ids)))
+      if not supervised or supervised[0]:
+        answer_spans.append((n + len(follow), n + len(follow) + len(answer_ids)))
       n += len(follow) + len(answer_ids)
     seq = np.concatenate(pieces).astype(np.int32)
     row = self._empty()

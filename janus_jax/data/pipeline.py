@@ -110,6 +110,11 @@ def pack_rows(rows: grain.IterDataset, builder: RowBuilder, *, max_und_images: i
   return packed.map(_FinishPack())
 
 
+def _drop_gen_images(batch: dict) -> dict:
+  """A batch without generation-image inputs (the train step then skips the VQ encoder)."""
+  return {k: v for k, v in batch.items() if k not in ("gen_pixels", "has_gen_image")}
+
+
 def build_train_dataset(adapters: Sequence[Adapter], builder: RowBuilder, mixture: Mapping[str, float], *,
                         batch_size: int, seed: int = 0, process_index: int = 0, process_count: int = 1,
                         packing: Mapping | None = None) -> grain.IterDataset:
@@ -122,6 +127,8 @@ def build_train_dataset(adapters: Sequence[Adapter], builder: RowBuilder, mixtur
     batch_size: rows per batch on THIS process (global batch / process_count).
     packing: None / {} / dict(enabled=False, ...): one row per sequence, padded; dict(max_und_images=k) (and
       `enabled=True`): pack rows into sequences, at most k understanding images per sequence (default 2).
+
+  Batches of a mixture without "t2i" have no `gen_pixels` / `has_gen_image` (nothing for the VQ to encode).
   """
   weights = mixture_weights(mixture)
   streams, stream_weights = [], []
@@ -140,10 +147,13 @@ def build_train_dataset(adapters: Sequence[Adapter], builder: RowBuilder, mixtur
   if unknown:
     raise ValueError(f"Unknown input.packing key(s) {unknown}; valid: ['enabled', 'max_und_images'].")
   if not packing.get("enabled", True) or not packing:
-    return mixed.batch(batch_size, drop_remainder=True).to_iter_dataset()
-  packed = pack_rows(mixed.to_iter_dataset(), builder, max_und_images=int(packing.get("max_und_images", 2)),
-                     num_bins=batch_size, seed=seed + 7)
-  return packed.batch(batch_size, drop_remainder=True)
+    batched = mixed.batch(batch_size, drop_remainder=True).to_iter_dataset()
+  else:
+    packed = pack_rows(mixed.to_iter_dataset(), builder, max_und_images=int(packing.get("max_und_images", 2)),
+                       num_bins=batch_size, seed=seed + 7)
+    batched = packed.batch(batch_size, drop_remainder=True)
+  # A mixture without text-to-image rows has no generation images: leave them out, and the step skips the VQ.
+  return batched if "t2i" in weights else batched.map(_drop_gen_images)
 
 
 def build_train_iterator(*args, **kwargs) -> grain.DatasetIterator:

@@ -125,13 +125,38 @@ def _shapes_text(rec, rng, qa_turns: int = 0, mc_weight: float = 1.0):
   return (f"{_text(rec['caption'])}. {questions[i]} {answers[i]}",)
 
 
+def _shapes_letter_drill(rec, rng):
+  """A text-only drill of the multiple-choice lookup: one of the record's multiple-choice questions asked open and
+  answered with the right option's text (context, no loss), then asked with its options in a fresh random order
+  and answered with the letter (the only loss target):
+    <|User|>: What shape is the red object?\n\n<|Assistant|>: circle<eos>
+    <|User|>: What shape is the red object?\nA. square\nB. circle\nC. triangle\n{MC_SUFFIX}\n\n<|Assistant|>: B<eos>
+  """
+  qa = rec["qa"]
+  questions, answers = _texts(qa["question"]), _texts(qa["answer"])
+  choices = _texts(qa["choices"]) if "choices" in qa else []
+  multiple = [i for i, c in enumerate(choices) if c]
+  if not multiple:
+    raise ValueError("text_letter_drill needs Shapes records with multiple-choice questions (a `qa/choices` field); "
+                     "this record has none. Fix: re-prepare the data with this version, or turn text_letter_drill off.")
+  i = multiple[int(rng.integers(len(multiple)))]
+  options = shapes_lib.split_choices(choices[i])
+  question, answer = questions[i].split("\n")[0], options[ord(answers[i].strip()) - ord("A")]
+  lettered, letter, _ = shapes_lib.multiple_choice(question, answer, options, rng, num_choices=len(options))
+  return ([(question, answer, False), (lettered, letter)],)
+
+
 def shapes(source, caption_prob: float = 0.0, qa_turns: int = 1, mc_weight: float = 1.0,
-           text_qa_turns: int = 0, mc_scaffold: float = 0.0) -> Adapter:
+           text_qa_turns: int = 0, mc_scaffold: float = 0.0, text_letter_drill: bool = False) -> Adapter:
   """Shapes adapter; `caption_prob` is the share of understanding rows that are captioning rows, `qa_turns` the
   questions per question/answer row (turns that do not fit `seq_len` are left out by the row builder),
   `mc_weight` how much likelier a multiple-choice question is drawn than an open one, `text_qa_turns` > 0 makes
   the text rows conversations about the scene described in words (see `_shapes_text`), `mc_scaffold` the share of
-  multiple-choice turns preceded by the same question asked open (a curriculum for the letter lookup)."""
+  multiple-choice turns preceded by the same question asked open (a curriculum for the letter lookup);
+  `text_letter_drill` makes every text row the letter drill of `_shapes_letter_drill` instead (the main job's
+  `drill` stage)."""
+  if text_letter_drill and text_qa_turns:
+    raise ValueError("text_letter_drill and text_qa_turns both choose the text rows; set one of them.")
   if not 0.0 <= caption_prob <= 1.0:
     raise ValueError(f"caption_prob={caption_prob} must be in [0, 1].")
   if int(qa_turns) != qa_turns or qa_turns < 1:
@@ -145,7 +170,8 @@ def shapes(source, caption_prob: float = 0.0, qa_turns: int = 1, mc_weight: floa
     raise ValueError(f"mc_weight={mc_weight} must be > 0 (1 draws open and multiple-choice questions alike).")
   und = functools.partial(_shapes_und, caption_prob=caption_prob, qa_turns=int(qa_turns), mc_weight=mc_weight,
                           mc_scaffold=mc_scaffold)
-  text = functools.partial(_shapes_text, qa_turns=int(text_qa_turns), mc_weight=mc_weight)
+  text = _shapes_letter_drill if text_letter_drill else functools.partial(
+      _shapes_text, qa_turns=int(text_qa_turns), mc_weight=mc_weight)
   return Adapter(source, {"und": und, "t2i": _shapes_t2i, "text": text})
 
 
@@ -269,7 +295,8 @@ def adapter_from_config(src_cfg, split: str | None = None) -> Adapter:
     return shapes(tfds_source(src_cfg.get("tfds_name", "janus_shapes"), split, data_dir),
                   caption_prob=float(src_cfg.get("caption_prob", 0.0)), qa_turns=int(src_cfg.get("qa_turns", 1)),
                   mc_weight=float(src_cfg.get("mc_weight", 1.0)), text_qa_turns=int(src_cfg.get("text_qa_turns", 0)),
-                  mc_scaffold=float(src_cfg.get("mc_scaffold", 0.0)))
+                  mc_scaffold=float(src_cfg.get("mc_scaffold", 0.0)),
+                  text_letter_drill=bool(src_cfg.get("text_letter_drill", False)))
   if kind == "imagenet2012":
     import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
     builder = tfds.builder("imagenet2012", data_dir=data_dir)

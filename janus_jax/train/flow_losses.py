@@ -87,37 +87,39 @@ def flow_loss_sums(module, batch: dict, rng: jax.Array, flow_cfg: Mapping[str, A
                    max_text_tokens: int | None = None) -> FlowSums:
   """Forward + all JanusFlow objectives as additive sums (call via `model.apply(..., method=flow_loss_sums)`).
 
-  `batch` is the standard training batch (`janus_jax/train/batch.py`) with `gen_pixels` / `has_gen_image`.
+  `batch` is the standard training batch (`janus_jax/train/batch.py`) with `gen_pixels` / `has_gen_image`; a
+  batch without `gen_pixels` (a mixture without text-to-image rows) has the text loss alone (rf, repa, rows 0).
   """
   cfg = module.cfg
   n = cfg.num_image_tokens
   rng_t, rng_z, rng_post = jax.random.split(rng, 3)
   ids, gen_mask = batch["input_ids"], batch["gen_image_mask"]
-  rows = batch.get("has_gen_image", gen_mask.any(axis=1)).astype(jnp.float32)
+  has_gen = "gen_pixels" in batch
   b = ids.shape[0]
 
-  x = jax.lax.stop_gradient(module.encode_latents(batch["gen_pixels"],
-                                                  rng_post if flow_cfg["sample_posterior"] else None))
-  t = sample_logit_normal(rng_t, (b,), float(flow_cfg["t_location"]), float(flow_cfg["t_scale"]))
-  z0 = jax.random.normal(rng_z, x.shape, jnp.float32)
-  tokens, t_emb, skip = module.gen_inputs(interpolate(x, z0, t), t)
-
   embeds = module.embed_multimodal(ids, batch["und_image_mask"], batch["und_pixels"])
-  embeds = scatter_image_features(embeds, gen_mask, tokens)
-  embeds = jnp.where(time_token_mask(gen_mask)[..., None], t_emb[:, None].astype(embeds.dtype), embeds)
+  if has_gen:
+    x = jax.lax.stop_gradient(module.encode_latents(batch["gen_pixels"],
+                                                    rng_post if flow_cfg["sample_posterior"] else None))
+    t = sample_logit_normal(rng_t, (b,), float(flow_cfg["t_location"]), float(flow_cfg["t_scale"]))
+    z0 = jax.random.normal(rng_z, x.shape, jnp.float32)
+    tokens, t_emb, skip = module.gen_inputs(interpolate(x, z0, t), t)
+    embeds = scatter_image_features(embeds, gen_mask, tokens)
+    embeds = jnp.where(time_token_mask(gen_mask)[..., None], t_emb[:, None].astype(embeds.dtype), embeds)
   mask = causal_mask(batch["valid"], ids.shape[1])
   if "segment_ids" in batch:
     seg = batch["segment_ids"]
     mask = mask & (seg[:, :, None] == seg[:, None, :])
-  use_repa = float(flow_cfg["repa_weight"]) != 0.0
+  use_repa = has_gen and float(flow_cfg["repa_weight"]) != 0.0
   out = module.llm(embeds, batch["positions"], mask, capture_layer=cfg.repa.layer if use_repa else None)
   hidden = out[0]
 
-  v = module.velocity(gather_in_order(hidden, gen_mask, n), skip, t_emb)
-  per_row_mse = jnp.mean(jnp.square(v - (x - z0).astype(jnp.float32)), axis=tuple(range(1, v.ndim)))
-  rf = jnp.sum(per_row_mse * rows)
-
-  repa = jnp.zeros((), jnp.float32)
+  rows = batch.get("has_gen_image", gen_mask.any(axis=1)).astype(jnp.float32)
+  rf = repa = jnp.zeros((), jnp.float32)
+  if has_gen:
+    v = module.velocity(gather_in_order(hidden, gen_mask, n), skip, t_emb)
+    per_row_mse = jnp.mean(jnp.square(v - (x - z0).astype(jnp.float32)), axis=tuple(range(1, v.ndim)))
+    rf = jnp.sum(per_row_mse * rows)
   if use_repa:
     target = module.vision_features(_resize(batch["gen_pixels"], cfg.vision.image_size))
     target = jax.lax.stop_gradient(target.astype(jnp.float32))
