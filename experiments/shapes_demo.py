@@ -82,7 +82,7 @@ def get_config(arg=None):
   # circuit to form (bench/probe_mc_matcher.py). Measured on seed 0 with --config.drill.steps=800
   # --config.data.text_letter_drill=True --config.input.mixture.text=0.3 (the mixture's text rows are drills too,
   # which keep the circuit at lr 2e-3): understanding 0.59 -> 0.65 (multiple choice 0.52 -> 0.59), single object
-  # 1.00, colours 0.88, overall 0.63 -> 0.47, but an estimated ~2.5 min over the 15-minute budget: off by default.
+  # 1.00, colours 0.88, overall 0.63 -> 0.47, but an estimated ~1.2 min over the 15-minute budget: off by default.
   # drill.batch_size=16 does not form the circuit in 800 steps (final drill loss 0.56 vs 0.20 at 32); drill rows in
   # the mixture without the stage: understanding 0.55.
   c.drill = dict(steps=0, lr=2.5e-4, warmup_steps=2 if fast else 60, batch_size=8 if fast else 32, seq_len=72,
