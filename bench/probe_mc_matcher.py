@@ -45,13 +45,9 @@ def letter_row(builder: RowBuilder, spec: shapes.ShapesSpec, rng: np.random.Gene
   mc = [qa for qa in shapes.questions(scene, rng, spec) if qa.choices]
   qa = mc[int(rng.integers(len(mc)))]
   open_question, answer = qa.question.split("\n")[0], qa.choices[ord(qa.answer) - ord("A")]
-  row = builder.conversation(None, [(open_question, answer), (qa.question, qa.answer)])
-  kind = qa.kind
-  on = np.flatnonzero(row["text_loss_mask"])
-  last = on[np.flatnonzero(np.diff(on) > 1)[-1] + 1:]  # the last answer span: the letter and its EOS
-  mask = np.zeros_like(row["text_loss_mask"])
-  mask[last] = True
-  return row["input_ids"], row["targets"], mask, row["valid"], kind, int(last[0])
+  row = builder.conversation(None, [(open_question, answer, False), (qa.question, qa.answer)])  # loss: letter + EOS
+  mask = row["text_loss_mask"]
+  return row["input_ids"], row["targets"], mask, row["valid"], qa.kind, int(np.flatnonzero(mask)[0])
 
 
 def batch_of(builder, spec, rng, n: int):

@@ -68,7 +68,7 @@ def test_drill_config_trains_the_letter_drill_alone():
   assert config.input.mixture.t2i > 0 and config.optim.lr != config.drill.lr  # the main stage's config is untouched
   with config.unlocked():
     config.drill.step = 10
-  with pytest.raises(ValueError, match="Unknown drill key.*'step'"):
+  with pytest.raises(ValueError, match="Unknown drill key.*'step'.*did you mean 'steps'"):
     main.drill_config(config, "/init")
 
 
