@@ -103,11 +103,11 @@ def _initial_checkpoint(config, workdir: str, data: dict, image_tokenizer_params
 
 
 def drill_config(config, init_from: str):
-  from janus_jax.configs.common import reject_unknown_keys  # pylint: disable=import-outside-toplevel
   """The config of the `drill` stage: `config` with the text-only letter drill as its only data
   (`sources._shapes_letter_drill`), `drill.trainable` trained at `drill.lr` for `drill.steps` steps from `init_from`.
 
   `drill` keys: steps, lr, warmup_steps, batch_size, seq_len, trainable (regexes, e.g. ["language_model/.*"])."""
+  from janus_jax.configs.common import reject_unknown_keys  # pylint: disable=import-outside-toplevel
   d = config.drill
   reject_unknown_keys(d, ("steps", "lr", "warmup_steps", "batch_size", "seq_len", "trainable"), "drill")
   c = config.copy_and_resolve_references()

@@ -175,6 +175,9 @@ def test_letter_drill_rows_ask_for_the_letter_of_a_given_answer(tok, builder, re
   assert len(targets.strip()) == 1 + len(tok.eos_token) and targets.strip()[0] in "ABCD"
   with pytest.raises(ValueError, match="text_letter_drill and text_qa_turns"):
     sources.shapes(records, text_letter_drill=True, text_qa_turns=1)
+  no_choices = dict(records[0], qa={k: v for k, v in records[0]["qa"].items() if k != "choices"})
+  with pytest.raises(ValueError, match="needs Shapes records with multiple-choice questions"):
+    adapter.makers["text"](no_choices, rng)
 
 
 def test_mixture_without_text_to_image_carries_no_generation_images(builder, records):
