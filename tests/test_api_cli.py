@@ -1,5 +1,6 @@
-"""The Python API and the CLI on a tiny random checkpoint: sharded inference, bad inputs, command line."""
+"""The Python API and the CLI on a tiny random checkpoint: sharded inference, bad inputs and arguments, command line."""
 import os
+import shutil
 
 import jax
 import numpy as np
@@ -107,3 +108,57 @@ def test_batched_understanding_equals_one_by_one(pipe):
   batched = pipe.understand(imgs, questions, max_new_tokens=6)
   single = [pipe.understand([i], [q], max_new_tokens=6)[0] for i, q in zip(imgs, questions)]
   assert batched == single
+
+
+def test_sampling_arguments_are_checked(pipe):
+  img = np.full((16, 16, 3), 90, np.uint8)
+  with pytest.raises(ValueError, match="temperature must be > 0.*greedy=True"):
+    pipe.generate(["a red circle"], temperature=0.0)
+  with pytest.raises(ValueError, match="temperature must be > 0.*greedy=True"):
+    pipe.generate_tokens(["a red circle"], temperature=-1.0)
+  with pytest.raises(ValueError, match="temperature must be > 0.*greedy=True"):
+    pipe.understand([img], ["what colour?"], greedy=False, temperature=0.0, max_new_tokens=2)
+  assert len(pipe.understand([img], ["what colour?"], greedy=True, temperature=0.0, max_new_tokens=2)) == 1
+  with pytest.raises(ValueError, match="cfg_weight must be >= 0.*1 = no guidance, 0 = unconditional"):
+    pipe.generate(["a red circle"], cfg_weight=-1.0)
+  for top_p in (0.0, 1.5):
+    with pytest.raises(ValueError, match="top_p"):
+      pipe.generate(["a red circle"], top_p=top_p)
+  with pytest.raises(ValueError, match="top_p"):
+    pipe.understand([img], ["what colour?"], top_p=0.0, max_new_tokens=2)
+  with pytest.raises(ValueError, match="top_k"):
+    pipe.generate_tokens(["a red circle"], top_k=-1)
+  for prompts in ("", ["a red circle", "   "]):
+    with pytest.raises(ValueError, match="prompts.*cfg_weight=0"):
+      pipe.generate(prompts)
+  with pytest.raises(ValueError, match="prompts is empty"):
+    pipe.generate([])
+  with pytest.raises(ValueError, match="num_images"):
+    pipe.generate(["a red circle"], num_images=0)
+  with pytest.raises(ValueError, match=r"questions\[1\]"):
+    pipe.understand([img, img], ["what colour?", " \n"], max_new_tokens=2)
+  with pytest.raises(ValueError, match="max_new_tokens must be an int >= 1"):
+    pipe.understand([img], ["what colour?"], max_new_tokens=0)
+
+
+def test_default_max_new_tokens_fits_the_context(pipe):
+  img = np.full((16, 16, 3), 90, np.uint8)
+  assert pipe.cfg.llm.max_position_embeddings == 256
+  assert isinstance(pipe.understand([img], ["what colour?"])[0], str)  # was: max_len=-256 with the old 512 default
+  with pytest.raises(ValueError, match=r"max_new_tokens=300 .*max_position_embeddings=256 .* tokens long"):
+    pipe.understand([img], ["what colour?"], max_new_tokens=300)
+
+
+def test_cli_reports_bad_sampling_arguments(ckpt, tmp_path, capsys):
+  rc = cli.main(["generate", "--checkpoint", ckpt, "--prompt", "a red circle", "--temperature", "0", "--out",
+                 str(tmp_path), "--quiet"])
+  assert rc == 2
+  err = capsys.readouterr().err
+  assert "janus-jax generate: error: temperature must be > 0" in err and "--greedy" in err
+
+
+def test_load_expands_the_home_directory(ckpt, tmp_path, monkeypatch):
+  shutil.copytree(ckpt, tmp_path / "ckpt")
+  monkeypatch.setenv("HOME", str(tmp_path))
+  pipe = janus_jax.load("~/ckpt")
+  assert pipe.cfg.llm.max_position_embeddings == 256 and pipe.tokenizer.eos_id == 2

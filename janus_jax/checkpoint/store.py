@@ -38,7 +38,7 @@ def with_param_dtype(cfg: JanusConfig, dtype: str) -> JanusConfig:
 
 def copy_tokenizer_files(src_dir, dst_dir) -> list[str]:
   """Copies the tokenizer / processor files present in `src_dir` into `dst_dir`; returns the copied names."""
-  src_dir, dst_dir = Path(src_dir), Path(dst_dir)
+  src_dir, dst_dir = Path(src_dir).expanduser(), Path(dst_dir).expanduser()
   names = []
   for pattern in TOKENIZER_FILES:
     for p in sorted(glob.glob(str(src_dir / pattern))):
@@ -52,7 +52,7 @@ def copy_tokenizer_files(src_dir, dst_dir) -> list[str]:
 
 
 def is_checkpoint(directory) -> bool:
-  d = Path(directory)
+  d = Path(directory).expanduser()
   return (d / CONFIG_NAME).is_file() and (d / PARAMS_DIR).is_dir()
 
 
@@ -124,7 +124,7 @@ def load_info(directory) -> dict[str, Any]:
 
 def tokenizer_path(directory) -> Path | None:
   """`<dir>/tokenizer` when the checkpoint carries tokenizer files, else None."""
-  p = Path(directory) / TOKENIZER_DIR
+  p = Path(directory).expanduser() / TOKENIZER_DIR
   return p if p.is_dir() and any(p.iterdir()) else None
 
 

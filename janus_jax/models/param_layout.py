@@ -31,7 +31,10 @@ def stack(tree: dict[str, Any], name: str, num: int) -> dict[str, Any]:
 
 
 def for_decoding(params: dict[str, Any], cfg: JanusConfig) -> tuple[dict[str, Any], JanusConfig]:
-  """Returns (params, cfg) with the LLM layers unrolled (no-op when they already are)."""
+  """Returns (params, cfg) with the LLM layers unrolled and remat off (LLM and vision; decoding never needs it,
+  and a remat'd unrolled layer would get its layer index, which picks its KV-cache slice, as a tracer)."""
+  cfg = dataclasses.replace(cfg, llm=dataclasses.replace(cfg.llm, remat_policy="none"),
+                            vision=dataclasses.replace(cfg.vision, remat_policy="none"))
   if not cfg.llm.scan_layers:
     return params, cfg
   llm = params["language_model"]["model"]
@@ -42,7 +45,7 @@ def for_decoding(params: dict[str, Any], cfg: JanusConfig) -> tuple[dict[str, An
 
 
 def for_training(params: dict[str, Any], cfg: JanusConfig) -> tuple[dict[str, Any], JanusConfig]:
-  """Inverse of `for_decoding`: stacks `layers_N` back into one scanned `layers` module."""
+  """Stacks `layers_N` back into one scanned `layers` module (the layout inverse of `for_decoding`; remat as cfg)."""
   if cfg.llm.scan_layers:
     return params, cfg
   llm = params["language_model"]["model"]

@@ -208,3 +208,15 @@ def preprocess_generation(image: ImageLike, image_size: int = 384) -> np.ndarray
   """One image -> `float32[image_size, image_size, 3]` in [-1, 1]: short side resize + centre crop."""
   img = resize_short_side_and_crop(load_image(image), image_size)
   return normalize(np.asarray(img, np.uint8))
+
+
+def image_grid(images: np.ndarray, cols: int | None = None) -> np.ndarray:
+  """uint8[N, H, W, C] -> one uint8[rows * H, cols * W, C] grid image (row-major, black filler; cols ~ sqrt(N))."""
+  n, h, w, c = images.shape
+  cols = cols or int(np.ceil(np.sqrt(n)))
+  rows = int(np.ceil(n / cols))
+  grid = np.zeros((rows * h, cols * w, c), np.uint8)
+  for i, img in enumerate(images):
+    r, q = divmod(i, cols)
+    grid[r * h:(r + 1) * h, q * w:(q + 1) * w] = img
+  return grid

@@ -1,0 +1,210 @@
+"""Text-to-image end to end: prompts -> CFG prompt rows -> compiled AR loop (Janus) or flow ODE (JanusFlow) -> uint8.
+
+Plain functions over (model, params, cfg, tokenizer, template), shared by `janus_jax.api.JanusPipeline` (which adds
+loading and sharding) and the training loop, which calls `sample_images` with its own params and config (scanned
+or unrolled layers, remat on or off) without importing the API or the CLI. Every loop is compiled once per shape.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from janus_jax import sharding
+from janus_jax.models import param_layout
+from janus_jax.models.configs import JanusConfig
+from janus_jax.models.janus import model_class
+from janus_jax.processing import chat
+from janus_jax.processing.tokenizer import Tokenizer
+from janus_jax.sampling import flow_image
+from janus_jax.sampling import progress as progress_lib
+from janus_jax.sampling.ar_image import compiled_decode, compiled_generate
+
+PROMPT_BUCKET = 32  # Prompts are left-padded to a multiple of this, so similar lengths share one executable.
+AR_CFG_WEIGHT = 5.0  # Official guidance weights: Janus / Janus-Pro ...
+FLOW_CFG_WEIGHT = 2.0  # ... and JanusFlow.
+
+
+@dataclasses.dataclass
+class GenerationResult:
+  """images: uint8[N, H, W, 3]; prompts[i] made row i. AR mode: tokens int32[N, num_image_tokens] (raster
+  order); flow mode: latents float32[N, h, w, C] (scaled VAE latents) and tokens None."""
+  images: np.ndarray
+  tokens: np.ndarray | None
+  prompts: list[str]
+  latents: np.ndarray | None = None
+
+
+def context(mesh: jax.sharding.Mesh | None = None, rules=sharding.DEFAULT_RULES) -> contextlib.ExitStack:
+  """Mesh + logical-rules context under which the compiled loops are traced and run."""
+  stack = contextlib.ExitStack()
+  if mesh is not None:
+    stack.enter_context(jax.set_mesh(mesh))
+  stack.enter_context(nn.logical_axis_rules(tuple(rules)))
+  return stack
+
+
+def default_cfg_weight(cfg: JanusConfig) -> float:
+  """The official guidance weight of the mode: 5 (AR) or 2 (flow)."""
+  return FLOW_CFG_WEIGHT if cfg.is_flow else AR_CFG_WEIGHT
+
+
+# --- argument checks ----------------------------------------------------------------------------------------
+def check_sampling_args(*, greedy: bool, temperature: float, top_p: float, top_k: int) -> None:
+  """ValueError for sampling arguments the token sampler cannot use (temperature is unused when greedy)."""
+  if not greedy and not (_is_number(temperature) and temperature > 0):
+    raise ValueError(f"temperature must be > 0, got {temperature!r}; for argmax decoding pass greedy=True "
+                     "(CLI: --greedy) instead of temperature 0.")
+  if not (_is_number(top_p) and 0 < top_p <= 1):
+    raise ValueError(f"top_p must be in (0, 1], got {top_p!r} (1 = no nucleus filtering).")
+  if not (isinstance(top_k, (int, np.integer)) and top_k >= 0):
+    raise ValueError(f"top_k must be an int >= 0, got {top_k!r} (0 = full softmax).")
+
+
+def check_cfg_weight(cfg_weight: float) -> None:
+  if not (_is_number(cfg_weight) and cfg_weight >= 0):
+    raise ValueError(f"cfg_weight must be >= 0, got {cfg_weight!r}: 1 = no guidance, 0 = unconditional, > 1 "
+                     f"stronger guidance (defaults: {AR_CFG_WEIGHT:g} AR, {FLOW_CFG_WEIGHT:g} flow).")
+
+
+def _is_number(x) -> bool:
+  return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def repeat_prompts(prompts: Sequence[str] | str, num_images: int) -> list[str]:
+  """The prompt of every generated row: each prompt `num_images` times (checked: non-empty text, num_images >= 1)."""
+  if isinstance(prompts, str):
+    prompts = [prompts]
+  prompts = list(prompts)
+  if not prompts:
+    raise ValueError("prompts is empty; pass at least one text prompt.")
+  for i, p in enumerate(prompts):
+    if not isinstance(p, str) or not p.strip():
+      raise ValueError(f"prompts[{i}] is {p!r}; every prompt needs text. For unconditional generation keep a real "
+                       "prompt and pass cfg_weight=0 (the unconditional rows drop the prompt text).")
+  if not (isinstance(num_images, (int, np.integer)) and num_images >= 1):
+    raise ValueError(f"num_images must be >= 1, got {num_images}.")
+  return [p for p in prompts for _ in range(num_images)]
+
+
+# --- AR (Janus / Janus-Pro) ---------------------------------------------------------------------------------
+def generation_inputs(cfg: JanusConfig, tokenizer: Tokenizer, template: str, prompts: Sequence[str] | str,
+                      num_images: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
+  """AR prompt rows [cond; uncond] (int32[2P, T], bool[2P, T], P = len(prompts) * num_images) and each row's prompt."""
+  rows = repeat_prompts(prompts, num_images)
+  batch = chat.prepare_generation_batch(tokenizer, rows, template,
+                                        max_len=cfg.llm.max_position_embeddings - cfg.num_image_tokens,
+                                        pad_to_multiple_of=PROMPT_BUCKET)
+  ids = np.concatenate([batch["input_ids"], batch["uncond_input_ids"]])
+  valid = np.concatenate([batch["attention_mask"], batch["uncond_attention_mask"]])
+  return ids, valid, rows
+
+
+def generate_tokens(model, params, cfg: JanusConfig, tokenizer: Tokenizer, template: str,
+                    prompts: Sequence[str] | str, *, num_images: int = 1, cfg_weight: float = AR_CFG_WEIGHT,
+                    temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, greedy: bool = False,
+                    seed: int = 0, progress: bool = False, mesh=None, rules=sharding.DEFAULT_RULES
+                    ) -> tuple[np.ndarray, list[str]]:
+  """AR image tokens int32[len(prompts) * num_images, num_image_tokens] and the prompt of each row.
+
+  `model`/`params` in the decoding layout (`param_layout.for_decoding`); `progress=True` shows a tqdm bar fed from
+  inside the compiled loop (a separate executable).
+  """
+  check_cfg_weight(cfg_weight)
+  check_sampling_args(greedy=greedy, temperature=temperature, top_p=top_p, top_k=top_k)
+  ids, valid, rows = generation_inputs(cfg, tokenizer, template, prompts, num_images)
+  n = cfg.num_image_tokens
+  run = compiled_generate(model, greedy=greedy, top_k=top_k, progress_every=max(n // 24, 1) if progress else 0)
+  args = (params, jnp.asarray(ids), jnp.asarray(valid), jax.random.PRNGKey(seed), jnp.float32(cfg_weight),
+          jnp.float32(temperature), jnp.float32(top_p))
+  with context(mesh, rules):
+    if not progress:
+      return np.asarray(run(*args)), rows
+    with progress_lib.reporting(n, f"generating {len(rows)} image(s)"):
+      codes = np.asarray(run(*args))
+  return codes, rows
+
+
+def decode_tokens(model, params, cfg: JanusConfig, codes: np.ndarray, *, mesh=None,
+                  rules=sharding.DEFAULT_RULES) -> np.ndarray:
+  """VQ codes int[N, num_image_tokens] -> uint8[N, H, W, 3] (ids checked against the codebook)."""
+  codes = np.asarray(codes)
+  if codes.ndim != 2 or codes.shape[1] != cfg.num_image_tokens:
+    raise ValueError(f"Expected codes of shape [N, {cfg.num_image_tokens}], got {codes.shape}.")
+  if codes.size and (codes.min() < 0 or codes.max() >= cfg.image_token_size):
+    raise ValueError(f"Image token ids must lie in [0, {cfg.image_token_size}); got "
+                     f"[{codes.min()}, {codes.max()}].")
+  with context(mesh, rules):
+    return np.asarray(compiled_decode(model)(params, jnp.asarray(codes, jnp.int32)))
+
+
+# --- flow (JanusFlow) ---------------------------------------------------------------------------------------
+def generate_flow(model, params, cfg: JanusConfig, tokenizer: Tokenizer, template: str,
+                  prompts: Sequence[str] | str, *, num_images: int = 1, cfg_weight: float = FLOW_CFG_WEIGHT,
+                  seed: int = 0, progress: bool = False, num_steps: int = 30, solver: str = "euler",
+                  time_shift: float = 1.0, prompt_cache: bool = True, noise: np.ndarray | None = None, mesh=None,
+                  rules=sharding.DEFAULT_RULES) -> GenerationResult:
+  """JanusFlow CFG sampling: `num_steps` ODE steps, then the VAE decode; images uint8[P, H, W, 3] and latents.
+
+  `noise` float32[len(prompts) * num_images, h, w, C] gives the initial latent z0 explicitly (else from seed).
+  """
+  check_cfg_weight(cfg_weight)
+  rows = repeat_prompts(prompts, num_images)
+  batch = chat.prepare_generation_batch(tokenizer, rows, template,
+                                        max_len=cfg.llm.max_position_embeddings - cfg.num_image_tokens - 1,
+                                        pad_to_multiple_of=PROMPT_BUCKET)
+  shape = flow_image.latent_shape(cfg, len(rows))
+  if noise is None:
+    noise = jax.random.normal(jax.random.PRNGKey(seed), shape, jnp.float32)
+  elif tuple(np.shape(noise)) != shape:
+    raise ValueError(f"noise must be float32{list(shape)} (one scaled latent per generated image: "
+                     f"{len(rows) // num_images} prompt(s) x {num_images}); got shape {tuple(np.shape(noise))}.")
+  run = flow_image.compiled_flow_generate(model, num_steps=num_steps, solver=solver, shift=time_shift,
+                                          prompt_cache=prompt_cache, progress_every=1 if progress else 0)
+  args = (params, jnp.asarray(batch["input_ids"]), jnp.asarray(batch["attention_mask"]),
+          jnp.asarray(noise, jnp.float32), jnp.float32(cfg_weight), jnp.int32(tokenizer.pad_id))
+  with context(mesh, rules):
+    if progress:
+      with progress_lib.reporting(num_steps, f"generating {len(rows)} image(s)"):
+        z = run(*args)
+    else:
+      z = run(*args)
+    images = np.asarray(flow_image.compiled_decode_latents(model)(params, z))
+  return GenerationResult(images=images, tokens=None, prompts=rows, latents=np.asarray(z))
+
+
+# --- both modes ---------------------------------------------------------------------------------------------
+def generate(model, params, cfg: JanusConfig, tokenizer: Tokenizer, template: str, prompts: Sequence[str] | str, *,
+             num_images: int = 1, cfg_weight: float | None = None, temperature: float = 1.0, top_k: int = 0,
+             top_p: float = 1.0, greedy: bool = False, seed: int = 0, progress: bool = False, num_steps: int = 30,
+             solver: str = "euler", time_shift: float = 1.0, prompt_cache: bool = True,
+             noise: np.ndarray | None = None, mesh=None, rules=sharding.DEFAULT_RULES) -> GenerationResult:
+  """Text-to-image in the mode of `cfg` (see `janus_jax.api.JanusPipeline.generate` for the arguments).
+
+  AR: `temperature`/`top_k`/`top_p`/`greedy` apply, the flow arguments are ignored; flow: the reverse.
+  """
+  cfg_weight = default_cfg_weight(cfg) if cfg_weight is None else cfg_weight
+  if cfg.is_flow:
+    return generate_flow(model, params, cfg, tokenizer, template, prompts, num_images=num_images,
+                         cfg_weight=cfg_weight, seed=seed, progress=progress, num_steps=num_steps, solver=solver,
+                         time_shift=time_shift, prompt_cache=prompt_cache, noise=noise, mesh=mesh, rules=rules)
+  tokens, rows = generate_tokens(model, params, cfg, tokenizer, template, prompts, num_images=num_images,
+                                 cfg_weight=cfg_weight, temperature=temperature, top_k=top_k, top_p=top_p,
+                                 greedy=greedy, seed=seed, progress=progress, mesh=mesh, rules=rules)
+  images = decode_tokens(model, params, cfg, tokens, mesh=mesh, rules=rules)
+  return GenerationResult(images=images, tokens=tokens, prompts=rows)
+
+
+def sample_images(params: Any, cfg: JanusConfig, tokenizer: Tokenizer, template: str, prompts: list[str], *,
+                  cfg_weight: float | None = None, seed: int = 0) -> np.ndarray:
+  """uint8[len(prompts), H, W, 3]: one CFG sample per prompt (AR or flow by `cfg.is_flow`, the mode's defaults;
+  `cfg_weight=None`: 5 AR, 2 flow). Takes params/cfg in the training layout (scanned layers, remat) or unrolled."""
+  params, cfg = param_layout.for_decoding(params, cfg)
+  model = model_class(cfg)(cfg)
+  return generate(model, params, cfg, tokenizer, template, list(prompts), cfg_weight=cfg_weight, seed=seed).images
