@@ -35,7 +35,10 @@ setuptools.setup(
         "tpu": ["jax[tpu]>=0.10.2,<0.11"],
         # Reading PyTorch pickle (.bin) checkpoints in the converter. Never used by the model code.
         "torch": ["torch==2.13.0"],
-        "dev": ["pytest", "pytest-xdist", "torch==2.13.0", "transformers==5.23.0", "diffusers==0.42.1"],
+        # launch/sweep.py --xm (launch/xm_launch.py). It pins protobuf<7 (6.33 works with the TensorFlow stack).
+        "xm": ["xmanager==0.8.5.post1"],
+        "dev": ["pytest", "pytest-xdist", "torch==2.13.0", "transformers==5.23.0", "diffusers==0.42.1",
+                "xmanager==0.8.5.post1"],
     },
     entry_points={"console_scripts": ["janus-jax=janus_jax.cli:main"]},
 )

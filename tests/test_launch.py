@@ -1,6 +1,10 @@
-"""Sweep expansion (`get_hyper`) into `python -m janus_jax.main` work units."""
+"""Sweep expansion (`get_hyper`) into `python -m janus_jax.main` work units, and their XManager jobs."""
+import os
 import subprocess
 import sys
+from unittest import mock
+
+import pytest
 
 from launch import sweep
 
@@ -17,3 +21,84 @@ def test_dry_run_cli():
   out = subprocess.run([sys.executable, "launch/sweep.py", "--config=experiments/shapes_demo.py", "--root=/r",
                         "--name=e", "--dry_run"], capture_output=True, text=True, check=True).stdout
   assert out.strip().endswith("--workdir=/r/e/0")
+
+
+def _sweep_cmds(root):
+  units = [{"config.seed": 0, "config_arg": "fast"}, {"config.seed": 1, "config_arg": "fast"}]
+  return [sweep.command("experiments/shapes_demo.py", u, f"{root}/{i}") for i, u in enumerate(units)]
+
+
+def test_xm_local_runs_two_fast_shapes_units(tmp_path):
+  """`--xm` (xm_local.Local, a subprocess per unit, no Docker) runs both units of a 2-unit fast Shapes sweep."""
+  pytest.importorskip("xmanager")
+  exp = tmp_path / "two_seeds.py"
+  exp.write_text(f"from janus_jax.configs import common\n\n\ndef get_config(arg=None):\n"
+                 f"  return common.load_config({os.path.abspath('experiments/shapes_demo.py') + ':fast'!r})\n\n\n"
+                 f"def get_hyper(h):\n  return h.sweep('config.seed', [0, 1])\n")
+  db = tmp_path / "xm_db.yaml"  # xmanager's experiment database (default ~/.xmanager/experiments.sqlite3)
+  db.write_text(f"sql_connector: sqlite\nsql_connection_settings:\n  backend: sqlite\n"
+                f"  db_name: {tmp_path / 'xm.sqlite3'}\n")
+  proc = subprocess.run([sys.executable, "launch/sweep.py", f"--config={exp}", f"--root={tmp_path / 'root'}",
+                         "--name=e", "--xm", "--xm_executor=local", f"--xm_db_yaml_config_path={db}"],
+                        capture_output=True, text=True, timeout=1500, check=False)
+  assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+  assert (tmp_path / "xm.sqlite3").exists()
+  for i in range(2):
+    workdir = tmp_path / "root" / "e" / str(i)
+    assert (workdir / "eval.json").exists() and (workdir / "model" / "janus_config.json").exists(), proc.stdout[-3000:]
+    assert f"[unit{i}]" in proc.stdout  # xm_local streams each unit's log under its job name
+
+
+def test_xm_builds_vertex_and_kubernetes_jobs_without_submitting(tmp_path):
+  """The cloud jobs carry each unit's flags and workdir; requirements / machine / pod fields carry the accelerator."""
+  pytest.importorskip("xmanager")
+  from xmanager import xm  # pylint: disable=import-outside-toplevel
+  from xmanager.cloud import kubernetes, vertex  # pylint: disable=import-outside-toplevel
+  from xmanager.xm import utils  # pylint: disable=import-outside-toplevel
+  from xmanager.xm_local import executables  # pylint: disable=import-outside-toplevel
+  from launch import xm_launch  # pylint: disable=import-outside-toplevel
+
+  xm_launch.parse_flags([])  # xmanager's absl flags at their defaults (the pod spec reads one)
+  cmds = _sweep_cmds("gs://bucket/e")
+  image = executables.GoogleContainerRegistryImage(name="janus_jax", image_path="gcr.io/project/janus_jax:test")
+
+  reqs = xm_launch.requirements("vertex", "A100", 2)
+  package = xm_launch.packageable("vertex", cmds, reqs, source_dir=str(tmp_path))
+  assert package.executable_spec.entrypoint.module_name == "janus_jax.main"
+  assert any("-e '.[gpu]'" in line for line in package.executable_spec.docker_instructions)
+  jobs = xm_launch.jobs(image, xm_launch.executor("vertex", reqs), cmds)
+  for i, job in enumerate(jobs):
+    args = job.args.to_list(utils.ARGV_ESCAPER)
+    assert args == cmds[i][3:] and f"--config.seed={i}" in args and args[-1] == f"--workdir=gs://bucket/e/{i}"
+    assert args[0] == "--config=experiments/shapes_demo.py:fast"
+    assert job.executor.requirements.task_requirements[xm.ResourceType.A100] == 2
+    assert vertex.get_machine_spec(job)["machine_type"] == "a2-highgpu-2g"
+
+  for accelerator, count, selector, limits in [
+      ("tpu_v5e", "8", {"cloud.google.com/gke-tpu-accelerator": "tpu-v5-lite-podslice",
+                        "cloud.google.com/gke-tpu-topology": "2x4"}, {"google.com/tpu": "8"}),
+      ("H100", "2", {"cloud.google.com/gke-accelerator": "nvidia-h100-80gb"}, {"nvidia.com/gpu": "2"})]:
+    reqs = xm_launch.requirements("kubernetes", accelerator, count)
+    assert reqs.accelerator == xm.ResourceType[accelerator]
+    jobs = xm_launch.jobs(image, xm_launch.executor("kubernetes", reqs), cmds)
+    with xm_launch._gke_pod_spec():  # pylint: disable=protected-access
+      # xmanager's own pod-spec builder; the API client is a stand-in, so nothing reaches a cluster.
+      k8s_jobs = kubernetes.Client(api_client=mock.MagicMock()).launch(lambda n: f"1_1_{n}", jobs)
+    for i, k8s_job in enumerate(k8s_jobs):
+      pod = k8s_job.spec.template.spec
+      assert pod.containers[0].args == cmds[i][3:] and pod.containers[0].image == "gcr.io/project/janus_jax:test"
+      assert pod.node_selector == selector and pod.containers[0].resources.limits == limits
+  assert kubernetes.node_selector_from_executor(jobs[0].executor) == {  # restored after the launch
+      "cloud.google.com/gke-accelerator": "nvidia-tesla-h100"}
+
+
+def test_xm_unsupported_accelerator_names_the_valid_ones():
+  pytest.importorskip("xmanager")
+  from launch import xm_launch  # pylint: disable=import-outside-toplevel
+  with pytest.raises(ValueError, match=r"'tpu_v5p' is not available on vertex; valid: A100, L4_24TH, .*=kubernetes"):
+    xm_launch.requirements("vertex", "tpu_v5p", 8)
+  with pytest.raises(ValueError, match=r"multi-host .* launch/tpu_vm.sh"):
+    xm_launch.requirements("kubernetes", "tpu_v5p", 64)
+  out = subprocess.run([sys.executable, "launch/sweep.py", "--config=experiments/shapes_demo.py", "--root=gs://b",
+                        "--xm", "--xm_executor=vertex", "--xm_accelerator=v5p"], capture_output=True, text=True)
+  assert out.returncode == 2 and "not available on vertex; valid: A100" in out.stderr, out.stderr
