@@ -23,10 +23,21 @@ Released sizes carry the papers' hyper-parameters (janus_models.md 5.1 / 5.2; Ad
 Trainable sets (`janus_jax.train.optim.stage_trainable`): 1 = both aligners + gen_head + gen_embed;
 2 = all but SigLIP and the VQ; 3 = all but the VQ. CFG dropout 0.1 (prompt -> pad), sequences of 4096 tokens.
 
-`size=shapes` is the CPU / single-GPU variant: the tiny model (`configs.models.janus_tiny`), batch 32 of 64
+`size=shapes` is the CPU / single-GPU variant: the tiny model (`configs.models.janus_tiny`), batch 32 of 96
 tokens, 300 steps, short warm-up and learning rates raised for a small model trained from scratch, same
 schedules, weight decay and trainable sets. `train.num_steps` and `optim.total_steps` are one reference:
 overriding either changes both.
+
+What a run reads (overridable from the command line):
+  init_from        a janus_jax checkpoint to start from (`janus-jax convert` output or an earlier stage's
+                   <workdir>/model). Released sizes need it; at size=shapes, without it the job first trains the
+                   image tokenizer (section `vq`, JanusFlow: `vae`) on Shapes and starts from random weights.
+  input.tokenizer  tokenizer folder or file; default: <init_from>/tokenizer, else (size=shapes) the Shapes one.
+  input.sources    a tuple of dicts (janus_jax.data.sources.adapter_from_config), e.g.
+                   --config.input.sources="({'kind': 'pairs', 'paths': '/data/train.arrayrecord'},)".
+                   Empty at size=shapes: the job prepares Shapes (section `data`) in data.data_dir or <workdir>/data.
+`python -m janus_jax.main --config=... --workdir=DIR` trains and exports DIR/model (the EMA for JanusFlow);
+`launch/stages.py` runs stages 1 -> 2 -> 3, each starting from the previous export.
 """
 import ml_collections
 
@@ -58,7 +69,9 @@ SIZES = {"janus": ("shapes", "1_3b"), "janus_pro": ("shapes", "1b", "7b"), "janu
 MODELS = {"shapes": models.janus_tiny, "1_3b": models.janus_1_3b, "1b": models.janus_pro_1b, "7b": models.janus_pro_7b}
 FLOW_MODELS = {"shapes": models.janusflow_tiny, "1_3b": models.janusflow_1_3b}
 # The tokenizer's pad id (resolve it from the tokenizer when in doubt): tiny test tokenizer 0; janus_models.md 1.9.
-PAD_ID = {"shapes": 0, "1_3b": 100015, "1b": 100002, "7b": 100015}
+TEMPLATES = {"janus": "deepseek_old", "janus_pro": "deepseek", "janusflow": "deepseek_old"}
+SAMPLE_PROMPTS = ["a red circle", "two blue squares", "a green triangle left of a yellow circle",
+                  "a purple square above a cyan triangle"]
 
 
 def get_config(arg=None):
@@ -81,6 +94,12 @@ def get_config(arg=None):
 
   flow = arg.family == "janusflow"
   c = ml_collections.ConfigDict()
+  c.mode = "train"
+  c.seed = 0
+  c.template = TEMPLATES[arg.family]
+  c.init_from = ""
+  # Fields the job refuses to run without (released sizes start from pretrained weights).
+  c.required = () if shapes else ("init_from",)
   c.model = (FLOW_MODELS if flow else MODELS)[arg.size]()
   for part in models.FLOW_PARTS if flow else models.AR_PARTS:
     c.model[part].dtype = dtype
@@ -95,21 +114,36 @@ def get_config(arg=None):
       **stage_trainable(arg.stage, "flow" if flow else "ar_vq")))
   c.optim.total_steps = num_steps
 
-  c.train = ml_collections.ConfigDict(dict(grad_accum_steps=1, cfg_dropout=0.1, pad_id=PAD_ID[arg.size]))
+  c.train = ml_collections.ConfigDict(dict(
+      grad_accum_steps=1, cfg_dropout=0.1,
+      pad_id=ml_collections.config_dict.placeholder(int),  # None: the tokenizer's pad id
+      log_every=50 if shapes else 100, checkpoint_every=100 if shapes else 1000, keep_checkpoints=3,
+      sample_every=0 if shapes else 5000, sample_prompts=SAMPLE_PROMPTS,
+      sample_cfg_weight=ml_collections.config_dict.placeholder(float)))  # None: the mode's default (5 AR, 2 flow)
   if flow:
     c.train.flow = dict(t_location=0.0, t_scale=1.0, rf_weight=1.0, repa_weight=1.0, sample_posterior=False)
   c.train.num_steps = num_steps
 
   c.input = ml_collections.ConfigDict(dict(
       batch_size=batch,  # Global.
-      seq_len=64 if shapes else 4096,
+      seq_len=96 if shapes else 4096,
       mixture=dict(und=und, text=text, t2i=gen),  # Kinds of janus_jax.data.sources.KINDS.
       # First-fit packing of rows into seq_len-token sequences (--config.input.packing.enabled=True).
       packing=dict(enabled=False, max_und_images=2 if shapes else 6),
-      # Entries for janus_jax.data.sources.adapter_from_config; set your own data for the released sizes.
-      sources=[dict(kind="shapes")] if shapes else []))
+      system_prompt="",
+      tokenizer="",  # default: <init_from>/tokenizer, else the Shapes tokenizer (size=shapes)
+      # Entries for janus_jax.data.sources.adapter_from_config; empty at size=shapes = Shapes prepared by the job.
+      sources=()))
+  if shapes:  # the data and image tokenizer a from-scratch Shapes run prepares and trains first (janus_jax.main)
+    c.data = dict(data_dir="", config_name="default", vocab_size=512)
+    if flow:
+      c.vae = dict(steps=500, batch_size=32, lr=2e-3, num_images=8000, kl_weight=1e-6)
+    else:
+      c.vq = dict(steps=500, batch_size=32, lr=2e-3, num_images=8000, restart_every=0, adversarial_weight=0.0,
+                  adversarial_start=0)
 
-  c.mesh = list(sharding.DEFAULT_MESH) if shapes else [("data", 1), ("fsdp", -1), ("tensor", 1)]
+  # A tuple, so that --config.mesh="(('data', 2), ('fsdp', 4), ('tensor', 1))" overrides it from the command line.
+  c.mesh = tuple(sharding.DEFAULT_MESH) if shapes else (("data", 1), ("fsdp", -1), ("tensor", 1))
   c.sharding_rules = list(sharding.DEFAULT_RULES)
   return c
 

@@ -30,7 +30,7 @@ def get_config(arg=None):
   c.mode = "all"
   c.seed = 0
   c.template = "deepseek"
-  c.init_from = None
+  c.init_from = ""
   # und_mc_scaffold: half the multiple-choice turns are asked open first (a curriculum for picking the option
   # letter; measured on seed 0: multiple choice 0.40 -> 0.52, understanding 0.58 -> 0.59, but run-to-run spread is
   # +-0.05). Measured and left off: und_mc_weight=3 (0.52), text_qa_turns=3 with text=0.5 (0.51).
@@ -47,8 +47,9 @@ def get_config(arg=None):
             num_res_blocks=1, num_groups=8, encoder_attention=False)
   # restart_every=25 (dead-code restarts) lifts the VQ from 19 to 255 used codes and PSNR 24.5 -> 27.8 dB, but the
   # richer token distribution is harder to learn in the demo budget (Shapes-GenEval 0.52 -> 0.41), so it is off.
+  # The VQ trained is model.vq; this section holds its training settings.
   # adversarial_weight > 0 adds the PatchGAN hinge term from step adversarial_start on (off in the demo).
-  c.vq = dict(model=vq, steps=4 if fast else 500, batch_size=32, lr=2e-3, num_images=64 if fast else 8000,
+  c.vq = dict(steps=4 if fast else 500, batch_size=32, lr=2e-3, num_images=64 if fast else 8000,
               restart_every=0, adversarial_weight=0.0, adversarial_start=0)
 
   hidden = 64 if fast else 192
@@ -100,7 +101,8 @@ def get_config(arg=None):
                                            **stage_trainable(3, arg.gen)))
   c.optim.total_steps = steps
   c.train = ml_collections.ConfigDict(dict(
-      grad_accum_steps=1, cfg_dropout=0.1, pad_id=None,  # pad_id comes from the tokenizer at run time
+      grad_accum_steps=1, cfg_dropout=0.1,
+      pad_id=ml_collections.config_dict.placeholder(int),  # None: the tokenizer's pad id
       log_every=1 if fast else 100, checkpoint_every=0 if fast else 600, keep_checkpoints=2,
       sample_every=0 if fast else 600, sample_prompts=SAMPLE_PROMPTS, sample_cfg_weight=2.0 if flow else 5.0))
   if flow:
@@ -110,9 +112,9 @@ def get_config(arg=None):
       batch_size=8 if fast else 32, seq_len=96, mixture=dict(und=1.5, text=0.1, t2i=1.0), system_prompt="",
       # Rows average ~45 of the 96 tokens: first-fit packing puts ~1.9 rows in each sequence at the same step cost.
       packing=dict(enabled=arg.pack, max_und_images=2),
-      sources=[], tokenizer=""))  # sources and tokenizer are filled in by the main job after data preparation
+      sources=(), tokenizer=""))  # empty: the main job prepares Shapes (section `data`) and uses its tokenizer
   c.eval = dict(n_per_category=4 if fast else 25, num_questions=16 if fast else 300, cfg_weight=2.0 if flow else 5.0,
                 temperature=1.0)
-  c.mesh = list(sharding.DEFAULT_MESH)
+  c.mesh = tuple(sharding.DEFAULT_MESH)
   c.sharding_rules = list(sharding.DEFAULT_RULES)
   return c

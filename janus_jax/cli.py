@@ -5,6 +5,7 @@
   janus-jax generate   --checkpoint DIR --prompt TEXT --num-images N [--cfg-weight W --temperature T --seed S]
                        --out DIR [--save-tokens FILE.npy] [--greedy]
   janus-jax eval       --checkpoint DIR --data-dir DIR [--tfds-name janus_shapes/default] --out eval.json
+  janus-jax pairs      --jsonl ROWS.jsonl --out TRAIN.arrayrecord [--image-root DIR]   (your own training data)
 Training: python -m janus_jax.main --config=experiments/<x>.py[:arg] --workdir=DIR
 """
 from __future__ import annotations
@@ -14,6 +15,8 @@ import os
 import sys
 
 import numpy as np
+
+from janus_jax.processing.image import image_grid
 
 
 def _convert(args) -> int:
@@ -30,6 +33,16 @@ def _understand(args) -> int:
   return 0
 
 
+def _pairs(args) -> int:
+  from janus_jax.data.sources import write_pairs
+  out = os.path.expanduser(args.out)
+  os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+  n = write_pairs(os.path.expanduser(args.jsonl), out, os.path.expanduser(args.image_root) if args.image_root else None)
+  print(f"wrote {n} record(s) to {out}; train on it with "
+        f"--config.input.sources=\"({{'kind': 'pairs', 'paths': '{out}'}},)\"")
+  return 0
+
+
 def _eval(args) -> int:
   from janus_jax.evals.run import evaluate_checkpoint, write_json
   results = evaluate_checkpoint(args.checkpoint, args.data_dir, args.tfds_name, n_per_category=args.n_per_category,
@@ -39,18 +52,6 @@ def _eval(args) -> int:
   print(f"generation overall {results['generation']['overall']:.3f}, understanding overall "
         f"{results['understanding']['overall']:.3f}; details in {args.out}")
   return 0
-
-
-def image_grid(images: np.ndarray, cols: int | None = None) -> np.ndarray:
-  """uint8[N, H, W, 3] -> one uint8 grid image (row-major, black filler)."""
-  n, h, w, c = images.shape
-  cols = cols or int(np.ceil(np.sqrt(n)))
-  rows = int(np.ceil(n / cols))
-  grid = np.zeros((rows * h, cols * w, c), np.uint8)
-  for i, img in enumerate(images):
-    r, q = divmod(i, cols)
-    grid[r * h:(r + 1) * h, q * w:(q + 1) * w] = img
-  return grid
 
 
 def _generate(args) -> int:
@@ -89,9 +90,10 @@ def build_parser() -> argparse.ArgumentParser:
   u.add_argument("--image", required=True)
   u.add_argument("--question", required=True)
   u.add_argument("--greedy", action="store_true", help="argmax decoding (otherwise temperature/top-p sampling)")
-  u.add_argument("--temperature", type=float, default=0.1)
+  u.add_argument("--temperature", type=float, default=0.1, help="> 0 (unused with --greedy)")
   u.add_argument("--top-p", type=float, default=0.95)
-  u.add_argument("--max-new-tokens", type=int, default=512)
+  u.add_argument("--max-new-tokens", type=int, default=None,
+                 help="answer length limit (default: what the model's context leaves after the prompt, at most 512)")
   u.add_argument("--seed", type=int, default=0)
   u.add_argument("--dtype", default=None, choices=["float32", "bfloat16"])
   u.set_defaults(fn=_understand)
@@ -101,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
   g.add_argument("--prompt", required=True, action="append", help="repeat for several prompts")
   g.add_argument("--num-images", type=int, default=1, help="images per prompt")
   g.add_argument("--cfg-weight", type=float, default=None, help="default 5 (Janus AR) / 2 (JanusFlow)")
-  g.add_argument("--temperature", type=float, default=1.0)
+  g.add_argument("--temperature", type=float, default=1.0, help="> 0; --greedy for argmax")
   g.add_argument("--top-k", type=int, default=0, help="0 = full softmax (official)")
   g.add_argument("--top-p", type=float, default=1.0)
   g.add_argument("--greedy", action="store_true", help="argmax instead of sampling")
@@ -129,6 +131,13 @@ def build_parser() -> argparse.ArgumentParser:
   e.add_argument("--seed", type=int, default=0)
   e.add_argument("--out", default="eval.json")
   e.set_defaults(fn=_eval)
+
+  r = sub.add_parser("pairs", help="your own JSONL of image-caption / image-question-answer rows -> ArrayRecord")
+  r.add_argument("--jsonl", required=True, help='one JSON object per line: {"image": PATH, "text": CAPTION} and/or '
+                 '{"image": PATH, "question": Q, "answer": A}')
+  r.add_argument("--out", required=True, help="ArrayRecord file to write (plus OUT.kinds.json)")
+  r.add_argument("--image-root", default=None, help="folder relative image paths start at (default: the JSONL's)")
+  r.set_defaults(fn=_pairs)
   return p
 
 

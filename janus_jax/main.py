@@ -1,31 +1,48 @@
 r"""Entry point: `python -m janus_jax.main --config=experiments/<x>.py[:arg] --workdir=DIR [--mode=...]`.
 
-Modes:
-  train  (default for stage configs) `janus_jax.train.loop.train(config, workdir)`.
-  all    the embedded-default main job (configs with a `data` and `vq` section, e.g. experiments/shapes_demo.py):
-         prepare Shapes + tokenizer -> train the VQ tokenizer (flow mode: the KL-VAE, section `vae`) -> the
-         `drill` stage when configured (the LLM alone on text-only multiple-choice letter drills, `drill_config`)
-         -> train Janus / JanusFlow on the mixture -> export a janus_jax
-         checkpoint -> evaluate the untrained and the trained model (Shapes-GenEval + understanding) -> samples.png,
-         eval.json, TensorBoard logs under the workdir. Every step resumes from what the workdir already holds.
-  prepare / vq / eval: one step of `all`.
+The job runs as stages that hand their results forward as values (`TrainInputs`); it never writes into the config:
+  prepare  when the config has a `data` section and no `input.sources`: the Shapes dataset + its sentencepiece
+           tokenizer in data.data_dir (default <workdir>/data), which become the run's sources and tokenizer
+  vq       when there is no `init_from` and a `vq` section (flow mode: `vae`): trains the image tokenizer on Shapes
+           and writes <workdir>/init_model (random model + trained tokenizer), the run's `init_from`
+  drill    when `drill.steps` > 0: the LLM alone on text-only multiple-choice letter drills (`drill_config`)
+  train    trains in <workdir>/janus (checkpoints, metrics, TensorBoard) and exports <workdir>/model, a checkpoint
+           `janus_jax.load` opens and a next stage's `init_from` (the EMA weights when there is one)
+  eval     (`--mode=all` with an `eval` section and Shapes data): Shapes-GenEval + understanding of the untrained
+           and the trained model -> eval.json, samples.png
+Modes: all (the main job, e.g. experiments/shapes_demo.py), train (default for stage configs: everything but
+eval), prepare / vq (stop after that stage), eval (evaluate <workdir>/model). Every stage resumes from what the
+workdir holds. Settings and inputs are checked before any work starts; a bad one ends with a message naming the
+field and the fix (exit status 2). A run stopped by SIGTERM saves a checkpoint, exports nothing and exits with
+status 75 (EX_TEMPFAIL: restart the same command to resume).
 Any config field can be overridden: --config.train.num_steps=100. On several hosts, `jax.distributed.initialize()`
 runs first (set JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID, or let the TPU / SLURM cluster
 environment provide them).
 """
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import json
 import os
+import sys
 import time
 
 from absl import app, flags
 from ml_collections import config_flags
 
+from janus_jax.train.inputs import ConfigError, TrainInputs, check_init_from, check_inputs, check_settings
+
 _CONFIG = config_flags.DEFINE_config_file("config", None, "experiments/<name>.py[:arg]", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "where checkpoints, metrics and outputs go")
 _MODE = flags.DEFINE_enum("mode", None, ["all", "prepare", "vq", "train", "eval"], "what to run (default: the "
                           "config's `mode`, else 'train')")
+EXIT_CONFIG_ERROR = 2
+EXIT_PREEMPTED = 75
+
+
+class Preempted(Exception):
+  """Training stopped on SIGTERM after saving a checkpoint; nothing was exported."""
 
 
 def _maybe_initialize_distributed() -> None:
@@ -40,6 +57,15 @@ def prepare_step(config, workdir: str) -> dict:
   return prepare(data_dir, config.data.config_name, config.data.vocab_size)
 
 
+def shapes_source(data_cfg, data: dict) -> dict:
+  """The `input.sources` entry of the prepared Shapes data, with the row options of the `data` section."""
+  get = lambda k, d: data_cfg.get(k, d)
+  return dict(kind="shapes", tfds_name=data["tfds_name"], data_dir=data["data_dir"],
+              caption_prob=get("und_caption_prob", 0.0), qa_turns=get("und_qa_turns", 1),
+              mc_weight=get("und_mc_weight", 1.0), text_qa_turns=get("text_qa_turns", 0),
+              mc_scaffold=get("und_mc_scaffold", 0.0), text_letter_drill=get("text_letter_drill", False))
+
+
 def _images(tfds_name: str, data_dir: str, split: str, num: int):
   import numpy as np  # pylint: disable=import-outside-toplevel
   from janus_jax.data.sources import tfds_source  # pylint: disable=import-outside-toplevel
@@ -47,38 +73,33 @@ def _images(tfds_name: str, data_dir: str, split: str, num: int):
   return np.stack([np.asarray(src[i]["image"]) for i in range(min(num, len(src)))])
 
 
-def vq_step(config, workdir: str, data: dict):
-  """Trains (or reloads) the VQ tokenizer; returns (params, report)."""
-  from janus_jax.models.configs import VQConfig  # pylint: disable=import-outside-toplevel
+def vq_step(config, workdir: str, data: dict, cfg):
+  """Trains (or reloads) the VQ tokenizer `cfg.vq` on Shapes (settings: section `vq`); returns (params, report)."""
   from janus_jax.train.vq_trainer import train_vq  # pylint: disable=import-outside-toplevel
-  cfg = VQConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in config.vq.model.to_dict().items()})
-  train_images = _images(data["tfds_name"], data["data_dir"], "train", config.vq.num_images)
+  v = config.vq
+  train_images = _images(data["tfds_name"], data["data_dir"], "train", v.num_images)
   eval_images = _images(data["tfds_name"], data["data_dir"], "validation", 512)
-  params, report = train_vq(cfg, train_images, eval_images, steps=config.vq.steps, batch_size=config.vq.batch_size,
-                            lr=config.vq.lr, workdir=os.path.join(workdir, "vq"), checkpoint_every=config.vq.steps,
-                            restart_every=int(config.vq.get("restart_every", 0)),
-                            adversarial_weight=float(config.vq.get("adversarial_weight", 0.0)),
-                            adversarial_start=int(config.vq.get("adversarial_start", 0)))
+  params, report = train_vq(cfg.vq, train_images, eval_images, steps=v.steps, batch_size=v.batch_size,
+                            lr=v.lr, workdir=os.path.join(workdir, "vq"), checkpoint_every=v.steps,
+                            restart_every=int(v.get("restart_every", 0)),
+                            adversarial_weight=float(v.get("adversarial_weight", 0.0)),
+                            adversarial_start=int(v.get("adversarial_start", 0)))
   with open(os.path.join(workdir, "vq", "report.json"), "w") as f:
     json.dump(report, f, indent=2, default=float)
   print(f"[vq] {report}", flush=True)
   return params, report
 
 
-def vae_step(config, workdir: str, data: dict):
-  """Flow mode: trains (or reloads) the KL autoencoder; sets model.vae.scaling_factor = 1 / latent std from the
-  trained VAE (as SD VAEs are calibrated); returns (params, report)."""
-  from janus_jax.models.configs import KLVAEConfig  # pylint: disable=import-outside-toplevel
+def vae_step(config, workdir: str, data: dict, cfg):
+  """Flow mode: trains (or reloads) the KL autoencoder `cfg.vae` (settings: section `vae`). Returns (params,
+  report); `report["scaling_factor"]` = 1 / latent std of the trained VAE (as SD VAEs are calibrated), which the
+  model then uses."""
   from janus_jax.train.vae_trainer import train_vae  # pylint: disable=import-outside-toplevel
-  model_vae = {k: tuple(v) if isinstance(v, list) else v for k, v in config.model.vae.to_dict().items()}
-  cfg = KLVAEConfig(**model_vae)
   v = config.vae
   train_images = _images(data["tfds_name"], data["data_dir"], "train", v.num_images)
   eval_images = _images(data["tfds_name"], data["data_dir"], "validation", 512)
-  params, report = train_vae(cfg, train_images, eval_images, steps=v.steps, batch_size=v.batch_size, lr=v.lr,
+  params, report = train_vae(cfg.vae, train_images, eval_images, steps=v.steps, batch_size=v.batch_size, lr=v.lr,
                              kl_weight=v.kl_weight, workdir=os.path.join(workdir, "vae"), checkpoint_every=v.steps)
-  with config.unlocked():
-    config.model.vae.scaling_factor = float(report["scaling_factor"])
   with open(os.path.join(workdir, "vae", "report.json"), "w") as f:
     json.dump(report, f, indent=2, default=float)
   print(f"[vae] psnr {report['psnr']:.2f} dB, latent std {1 / report['scaling_factor']:.3f} -> scaling_factor "
@@ -86,25 +107,36 @@ def vae_step(config, workdir: str, data: dict):
   return params, report
 
 
-def _initial_checkpoint(config, workdir: str, data: dict, image_tokenizer_params) -> str:
-  """A janus_jax checkpoint of the randomly initialised model with the trained VQ (flow mode: VAE): `init_from`
+def image_tokenizer_step(config, workdir: str, data: dict, cfg):
+  """Trains the mode's image tokenizer (VQ or KL-VAE); returns (params, report, model cfg using it)."""
+  if cfg.is_flow:
+    params, report = vae_step(config, workdir, data, cfg)
+    cfg = dataclasses.replace(cfg, vae=dataclasses.replace(cfg.vae, scaling_factor=float(report["scaling_factor"])))
+    return params, report, cfg
+  params, report = vq_step(config, workdir, data, cfg)
+  return params, report, cfg
+
+
+def _initial_checkpoint(config, workdir: str, inputs: TrainInputs, image_tokenizer_params) -> str:
+  """A janus_jax checkpoint of the randomly initialised model with the trained VQ (flow mode: VAE): the `init_from`
   of training, and the 'untrained' model of the evaluation."""
   import jax  # pylint: disable=import-outside-toplevel
   from janus_jax.checkpoint import store  # pylint: disable=import-outside-toplevel
-  from janus_jax.train import loop, state  # pylint: disable=import-outside-toplevel
+  from janus_jax.train import state  # pylint: disable=import-outside-toplevel
   path = os.path.join(workdir, "init_model")
   if not store.is_checkpoint(path):
-    cfg = loop.model_config(config)
+    cfg = inputs.model
     params = state.init_model_params(cfg, jax.random.PRNGKey(int(config.seed)))
     key = "vae" if cfg.is_flow else "gen_vision_model"
     params = dict(params, **{key: image_tokenizer_params})
-    store.save_checkpoint(path, params, cfg, tokenizer_dir=data["tokenizer"], extra_info={"template": config.template})
+    store.save_checkpoint(path, params, cfg, tokenizer_dir=inputs.tokenizer, extra_info={"template": config.template})
   return path
 
 
-def drill_config(config, init_from: str):
-  """The config of the `drill` stage: `config` with the text-only letter drill as its only data
-  (`sources._shapes_letter_drill`), `drill.trainable` trained at `drill.lr` for `drill.steps` steps from `init_from`.
+def drill_config(config, inputs: TrainInputs) -> tuple:
+  """The `drill` stage's (config, inputs): `config` with the text-only letter drill as its only data
+  (`sources._shapes_letter_drill`), `drill.trainable` trained at `drill.lr` for `drill.steps` steps, from the same
+  `inputs.init_from`. A derived copy: `config` itself is left as it is.
 
   `drill` keys: steps, lr, warmup_steps, batch_size, seq_len, trainable (regexes, e.g. ["language_model/.*"])."""
   from janus_jax.configs.common import reject_unknown_keys  # pylint: disable=import-outside-toplevel
@@ -112,9 +144,7 @@ def drill_config(config, init_from: str):
   reject_unknown_keys(d, ("steps", "lr", "warmup_steps", "batch_size", "seq_len", "trainable"), "drill")
   c = config.copy_and_resolve_references()
   with c.unlocked():
-    c.init_from = init_from
     c.input.mixture = {"text": 1.0}
-    c.input.sources = [dict(s, text_letter_drill=True, text_qa_turns=0) for s in config.input.sources]
     c.input.seq_len, c.input.batch_size = int(d.seq_len), int(d.batch_size)
     c.input.packing = dict(enabled=False)
     c.optim.lr, c.optim.warmup_steps, c.optim.total_steps = float(d.lr), int(d.warmup_steps), int(d.steps)
@@ -123,10 +153,11 @@ def drill_config(config, init_from: str):
     c.train.num_steps = int(d.steps)
     c.train.sample_every = 0
     c.train.checkpoint_every = 0
-  return c
+  sources = tuple(dict(s, text_letter_drill=True, text_qa_turns=0) for s in inputs.sources)
+  return c, inputs.replace(sources=sources)
 
 
-def drill_step(config, workdir: str, data: dict, init_from: str) -> str:
+def drill_step(config, workdir: str, inputs: TrainInputs) -> str:
   """Runs the `drill` stage (see `drill_config`) unless `<workdir>/drill_model` exists; returns that checkpoint."""
   from janus_jax.checkpoint import store  # pylint: disable=import-outside-toplevel
   from janus_jax.train import loop  # pylint: disable=import-outside-toplevel
@@ -134,19 +165,11 @@ def drill_step(config, workdir: str, data: dict, init_from: str) -> str:
   if not store.is_checkpoint(path):
     print(f"[drill] {config.drill.steps} steps of the text-only letter drill, trainable {list(config.drill.trainable)}"
           f", lr {config.drill.lr}", flush=True)
-    drill = drill_config(config, init_from)
-    _export(drill, path, data, loop.train(drill, os.path.join(workdir, "drill")))
-  return path
-
-
-def _export(config, path: str, data: dict, state) -> str:
-  import jax  # pylint: disable=import-outside-toplevel
-  from janus_jax.checkpoint import store  # pylint: disable=import-outside-toplevel
-  from janus_jax.train import loop  # pylint: disable=import-outside-toplevel
-  # With an EMA (JanusFlow: 0.99) the exported model is the EMA weights, as the released checkpoints are.
-  params = state.ema_params if state.ema_params is not None else state.params
-  store.save_checkpoint(path, jax.device_get(params), loop.model_config(config),
-                        tokenizer_dir=data["tokenizer"], extra_info={"template": config.template}, overwrite=True)
+    drill, drill_inputs = drill_config(config, inputs)
+    state = loop.train(drill, os.path.join(workdir, "drill"), drill_inputs)
+    if not loop.finished(state, drill):
+      raise Preempted()
+    loop.export_model(state, drill_inputs, path, config.template)
   return path
 
 
@@ -154,8 +177,8 @@ def image_size_note(config, data_image_size: int) -> str | None:
   """A message when the model generates images of another size than the data's (None when they agree): the
   text-to-image targets are then resized and the Shapes-GenEval detector sees resized scenes. In Janus the number of
   generated tokens is the understanding encoder's patch count, so e.g. `model.vision.patch_size` changes it too."""
-  from janus_jax.train import loop  # pylint: disable=import-outside-toplevel
-  cfg = loop.model_config(config)
+  from janus_jax.train.inputs import model_config  # pylint: disable=import-outside-toplevel
+  cfg = model_config(config)
   size = cfg.generated_image_size
   if size == data_image_size:
     return None
@@ -177,71 +200,104 @@ def eval_step(config, checkpoint: str, data: dict, name: str) -> dict:
   return results
 
 
-def run_all(config, workdir: str, mode: str = "all") -> dict:
-  """The main job (see module docstring); returns the summary also written to `<workdir>/eval.json`."""
-  import numpy as np  # pylint: disable=import-outside-toplevel
-  from janus_jax.train import loop  # pylint: disable=import-outside-toplevel
-  t0 = time.time()
-  workdir = os.path.abspath(workdir)
-  os.makedirs(workdir, exist_ok=True)
-  print(f"workdir: {workdir}", flush=True)
-  data = prepare_step(config, workdir)
-  timings = {"prepare": round(time.time() - t0, 1)}
-  if mode == "prepare":
-    return {"data": {k: v for k, v in data.items() if k != "spec"}}
-  from janus_jax.processing.tokenizer import load_tokenizer  # pylint: disable=import-outside-toplevel
-  pad_id = load_tokenizer(data["tokenizer"]).pad_id
-  with config.unlocked():
-    config.input.sources = [dict(kind="shapes", tfds_name=data["tfds_name"], data_dir=data["data_dir"],
-                                 caption_prob=config.data.get("und_caption_prob", 0.0),
-                                 qa_turns=config.data.get("und_qa_turns", 1),
-                                 mc_weight=config.data.get("und_mc_weight", 1.0),
-                                 text_qa_turns=config.data.get("text_qa_turns", 0),
-                                 mc_scaffold=config.data.get("und_mc_scaffold", 0.0),
-                                 text_letter_drill=config.data.get("text_letter_drill", False))]
-    config.input.tokenizer = data["tokenizer"]
-    config.train.pad_id = pad_id
-  note = image_size_note(config, data["spec"].image_size)
-  if note:
-    print(note, flush=True)
-  t = time.time()
-  flow = config.model.get("generation_mode", "ar_vq") == "flow"
-  tok_name = "vae" if flow else "vq"
-  tok_params, tok_report = (vae_step if flow else vq_step)(config, workdir, data)
-  timings[tok_name] = round(time.time() - t, 1)
-  if mode == "vq":
-    return {tok_name: tok_report}
-  init_ckpt = _initial_checkpoint(config, workdir, data, tok_params)
-  summary = {"generation_mode": "flow" if flow else "ar_vq", tok_name: tok_report}
-  if mode == "eval" and os.path.isdir(os.path.join(workdir, "model")):
-    summary["trained"] = eval_step(config, os.path.join(workdir, "model"), data, "trained")
-    return summary
-  start_from = init_ckpt
-  if config.get("drill") and int(config.drill.steps) > 0:
-    t = time.time()
-    start_from = drill_step(config, workdir, data, init_ckpt)
-    timings["drill"] = round(time.time() - t, 1)
-  with config.unlocked():
-    config.init_from = start_from
-  t = time.time()
-  state = loop.train(config, os.path.join(workdir, "janus"))
-  timings["train"] = round(time.time() - t, 1)
-  model_ckpt = _export(config, os.path.join(workdir, "model"), data, state)
-  t = time.time()
-  summary["untrained"] = eval_step(config, init_ckpt, data, "untrained")
-  summary["trained"] = eval_step(config, model_ckpt, data, "trained")
-  timings["eval"] = round(time.time() - t, 1)
+def _samples_png(config, checkpoint: str, path: str) -> list[str]:
+  """4 CFG samples of each `train.sample_prompts` entry from `checkpoint`, as one grid PNG (4x nearest upscale)."""
   import janus_jax  # pylint: disable=import-outside-toplevel
   from PIL import Image  # pylint: disable=import-outside-toplevel
-  from janus_jax.cli import image_grid  # pylint: disable=import-outside-toplevel
-  pipe = janus_jax.load(model_ckpt)
+  from janus_jax.processing.image import image_grid  # pylint: disable=import-outside-toplevel
   prompts = list(config.train.sample_prompts)
-  out = pipe.generate(prompts, num_images=4, cfg_weight=config.eval.cfg_weight, seed=0)
+  out = janus_jax.load(checkpoint).generate(prompts, num_images=4, cfg_weight=config.eval.cfg_weight, seed=0)
   grid = image_grid(out.images, cols=4)
-  Image.fromarray(grid).resize((grid.shape[1] * 4, grid.shape[0] * 4), Image.NEAREST).save(
-      os.path.join(workdir, "samples.png"))
+  Image.fromarray(grid).resize((grid.shape[1] * 4, grid.shape[0] * 4), Image.NEAREST).save(path)
+  return prompts
+
+
+def check_config(config, mode: str) -> None:
+  """The settings checks of `janus_jax.train.inputs.check_settings`, plus the sections `mode` needs."""
+  check_settings(config)
+  if mode in ("prepare", "vq") and "data" not in config:
+    raise ConfigError(f"--mode={mode} prepares the Shapes data: this config has no `data` section. Use --mode=train.")
+  if mode == "eval" and ("eval" not in config or "data" not in config):
+    raise ConfigError("--mode=eval scores a model on Shapes: this config has no `eval` / `data` section.")
+  required = tuple(config.get("required", ()) or ())
+  if "init_from" in required and not config.get("init_from"):
+    raise ConfigError("This config starts from pretrained weights: pass --config.init_from=DIR, a janus_jax checkpoint "
+                      "(`janus-jax convert --from <downloaded checkpoint> --to DIR`, or an earlier stage's "
+                      "<workdir>/model).")
+  init_from = config.get("init_from")
+  if init_from:
+    from janus_jax.train.inputs import model_config  # pylint: disable=import-outside-toplevel
+    check_init_from(os.path.expanduser(init_from), model_config(config))
+
+
+def run_all(config, workdir: str, mode: str = "all") -> dict:
+  """The main job (see module docstring); returns the summary (with `--mode=all` also `<workdir>/eval.json`)."""
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  from janus_jax.checkpoint import store  # pylint: disable=import-outside-toplevel
+  from janus_jax.train import loop  # pylint: disable=import-outside-toplevel
+  check_config(config, mode)
+  t0 = time.time()
+  workdir = os.path.abspath(os.path.expanduser(workdir))
+  os.makedirs(workdir, exist_ok=True)
+  print(f"workdir: {workdir}", flush=True)
+  inputs = TrainInputs.from_config(config)
+  if inputs.init_from:
+    from janus_jax.train.inputs import model_config, model_notes  # pylint: disable=import-outside-toplevel
+    notes = model_notes(store.load_config(inputs.init_from), model_config(config))
+    if notes:
+      print(f"note: the model is init_from's; where the config differs it uses the checkpoint's values: {notes}",
+            flush=True)
+  data, timings = None, {}
+  if not inputs.sources and "data" in config:
+    data = prepare_step(config, workdir)
+    timings["prepare"] = round(time.time() - t0, 1)
+    inputs = inputs.replace(sources=(shapes_source(config.data, data),), tokenizer=inputs.tokenizer or data["tokenizer"])
+    if mode == "prepare":
+      return {"data": {k: v for k, v in data.items() if k != "spec"}}
+    note = image_size_note(config, data["spec"].image_size)
+    if note:
+      print(note, flush=True)
+  check_inputs(inputs)
+  summary = {"generation_mode": inputs.model.generation_mode}
+  model_ckpt = os.path.join(workdir, "model")
+  if mode == "eval":
+    if not store.is_checkpoint(model_ckpt):
+      raise ConfigError(f"--mode=eval: {model_ckpt} holds no exported model yet; run --mode=all or --mode=train first.")
+    summary["trained"] = eval_step(config, model_ckpt, data, "trained")
+    return summary
+  tok_section = "vae" if inputs.model.is_flow else "vq"
+  init_ckpt = inputs.init_from
+  if not inputs.init_from and data is not None and tok_section in config:
+    t = time.time()
+    tok_params, summary[tok_section], model = image_tokenizer_step(config, workdir, data, inputs.model)
+    timings[tok_section] = round(time.time() - t, 1)
+    inputs = inputs.replace(model=model)
+    init_ckpt = _initial_checkpoint(config, workdir, inputs, tok_params)
+    inputs = inputs.replace(init_from=init_ckpt)
+  if mode == "vq":
+    return summary
+  if config.get("drill") and int(config.drill.steps) > 0:
+    t = time.time()
+    inputs = inputs.replace(init_from=drill_step(config, workdir, inputs))
+    timings["drill"] = round(time.time() - t, 1)
+  t = time.time()
+  state = loop.train(config, os.path.join(workdir, "janus"), inputs)
+  timings["train"] = round(time.time() - t, 1)
+  if not loop.finished(state, config):
+    raise Preempted()
+  loop.export_model(state, inputs, model_ckpt, config.template)
+  print(f"exported {model_ckpt}", flush=True)
+  summary["checkpoint"] = model_ckpt
+  if mode == "train" or "eval" not in config or data is None:
+    return summary
+  t = time.time()
+  if init_ckpt:
+    summary["untrained"] = eval_step(config, init_ckpt, data, "untrained")
+  summary["trained"] = eval_step(config, model_ckpt, data, "trained")
+  timings["eval"] = round(time.time() - t, 1)
+  prompts = _samples_png(config, model_ckpt, os.path.join(workdir, "samples.png"))
   timings["total"] = round(time.time() - t0, 1)
-  summary.update(timings_seconds=timings, prompts=prompts, checkpoint=model_ckpt)
+  summary.update(timings_seconds=timings, prompts=prompts)
   with open(os.path.join(workdir, "eval.json"), "w") as f:
     json.dump(summary, f, indent=2, default=lambda x: float(x) if np.isscalar(x) else str(x))
   print(json.dumps({"timings_seconds": timings, "trained": {k: summary["trained"][k]["overall"] for k in
@@ -257,6 +313,51 @@ def quiet_logs() -> None:
   logging.set_verbosity(logging.WARNING)
 
 
+def _fail(message: str) -> None:
+  print(f"janus_jax.main: error: {message}", file=sys.stderr, flush=True)
+  sys.exit(EXIT_CONFIG_ERROR)
+
+
+def override_problem(config, overrides) -> str | None:
+  """The first `--config.a.b=v` override whose path `config` lacks, explained with close matches (else None)."""
+  for arg in overrides:
+    path = arg.split("=", 1)[0][len("--config."):].split(".")
+    node, walked = config, "config"
+    for key in path:
+      keys = list(node.keys()) if hasattr(node, "keys") else []
+      if key not in keys:
+        close = difflib.get_close_matches(key, keys, n=1)
+        hint = f" Did you mean {walked}.{close[0]}?" if close else ""
+        return (f"{arg.split('=', 1)[0]}: {walked} has no field {key!r}.{hint} Valid fields of {walked}: "
+                f"{sorted(keys)}.")
+      node, walked = node[key], f"{walked}.{key}"
+  return None
+
+
+def config_problem(argv: list[str]) -> str | None:
+  """What is wrong with the `--config=` file / argument or a `--config.*` override in `argv`, in one line."""
+  spec = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
+  if not spec:
+    return None
+  from janus_jax.configs.common import load_config  # pylint: disable=import-outside-toplevel
+  try:
+    config = load_config(spec)
+  except Exception as e:  # pylint: disable=broad-except  # get_config's own ValueError, a missing file, ...
+    return f"--config={spec}: {e}"
+  return override_problem(config, [a for a in argv if a.startswith("--config.")])
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl flag parsing with clear errors for what ml_collections reports as a raw traceback: an unknown config
+  argument (`:stage=9`), a typo in an override key (`--config.input.tokenzer=`), a value of the wrong type."""
+  try:
+    return flags.FLAGS(argv)
+  except Exception as e:  # pylint: disable=broad-except  # absl's flags.Error; ml_collections' AttributeError, ...
+    first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    _fail(config_problem(argv) or f"{first_line} (see --helpfull)")
+  return []
+
+
 def main(argv) -> None:
   del argv
   quiet_logs()
@@ -265,12 +366,15 @@ def main(argv) -> None:
   if config is None or _WORKDIR.value is None:
     raise app.UsageError("--config and --workdir are required.")
   mode = _MODE.value or config.get("mode", "train")
-  if mode == "train":
-    from janus_jax.train import loop  # pylint: disable=import-outside-toplevel
-    loop.train(config, _WORKDIR.value)
-  else:
+  try:
     run_all(config, _WORKDIR.value, mode)
+  except ConfigError as e:
+    _fail(str(e))
+  except Preempted:
+    print(f"preempted (SIGTERM): the last checkpoint is in {_WORKDIR.value}; nothing exported. Run the same command "
+          "again to resume.", flush=True)
+    sys.exit(EXIT_PREEMPTED)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

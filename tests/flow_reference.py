@@ -424,3 +424,34 @@ __all__ = ["sinusoidal_timestep_embedding", "RMSNorm", "GlobalResponseNorm", "Co
            "TimestepEmbedding", "Unpatchify", "ShallowUViTEncoder", "ShallowUViTDecoder", "uvit_kwargs", "perturb_",
            "build_reference_uvit", "state_numpy", "CLIPVisionTower", "VisionTransformer", "JanusFlowReference",
            "llama_config", "build_reference_janusflow"]
+
+
+def write_janusflow_source(root, cfg, state: dict[str, np.ndarray]):
+  """A JanusFlow-layout checkpoint directory as the released one is laid out: model.safetensors, config.json (+ the
+  shipped ignored UViT keys), the tiny tokenizer, processor_config.json. Returns `root`."""
+  import json  # pylint: disable=import-outside-toplevel
+  from safetensors.numpy import save_file  # pylint: disable=import-outside-toplevel
+  from janus_jax.checkpoint import config_json  # pylint: disable=import-outside-toplevel
+  from tiny_assets import make_tiny_tokenizer  # pylint: disable=import-outside-toplevel
+  root.mkdir(parents=True)
+  save_file({k: np.ascontiguousarray(v) for k, v in state.items()}, str(root / "model.safetensors"))
+  raw = config_json.deepseek_config_dict(cfg)
+  raw["vision_gen_enc_config"]["params"].update(elementwize_affine=True, num_extra_tensors=5)
+  (root / "config.json").write_text(json.dumps(raw))
+  make_tiny_tokenizer(str(root))
+  (root / "processor_config.json").write_text(json.dumps({"sft_format": "deepseek_old"}))
+  return root
+
+
+def write_tiny_janusflow(root, cfg, vae_scale: float = 0.5, seed: int = 0):
+  """A tiny random JanusFlow source checkpoint (`root/src`) and its diffusers VAE (`root/vae`), as the released
+  JanusFlow-1.3B + SDXL-VAE pair is laid out. Returns (src dir, vae dir, reference model, torch VAE)."""
+  import dataclasses  # pylint: disable=import-outside-toplevel
+  from diffusers import AutoencoderKL  # pylint: disable=import-outside-toplevel
+  from janus_jax.checkpoint.diffusers_vae import config_to_diffusers  # pylint: disable=import-outside-toplevel
+  model = build_reference_janusflow(cfg, seed=seed)
+  src = write_janusflow_source(root / "src", cfg, state_numpy(model))
+  torch.manual_seed(seed + 5)
+  vae = AutoencoderKL(**config_to_diffusers(dataclasses.replace(cfg.vae, scaling_factor=vae_scale))).eval()
+  vae.save_pretrained(root / "vae")
+  return src, root / "vae", model, vae

@@ -51,17 +51,7 @@ def _nhwc(t):
 
 
 def _write_source(root, cfg, state):
-  """A JanusFlow-layout checkpoint directory: model.safetensors, config.json (+ the shipped ignored UViT keys),
-  tokenizer, processor_config.json."""
-  from safetensors.numpy import save_file
-  root.mkdir(parents=True)
-  save_file({k: np.ascontiguousarray(v) for k, v in state.items()}, str(root / "model.safetensors"))
-  raw = config_json.deepseek_config_dict(cfg)
-  raw["vision_gen_enc_config"]["params"].update(elementwize_affine=True, num_extra_tensors=5)
-  (root / "config.json").write_text(json.dumps(raw))
-  make_tiny_tokenizer(str(root))
-  (root / "processor_config.json").write_text(json.dumps({"sft_format": "deepseek_old"}))
-  return root
+  return ref.write_janusflow_source(root, cfg, state)
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,10 @@ def _fast(arg: str = ""):
 
 
 def test_main_job_fast(tmp_path):
-  summary = main.run_all(_fast(), str(tmp_path))
+  config = _fast()
+  settings = config.to_dict()
+  summary = main.run_all(config, str(tmp_path))
+  assert config.to_dict() == settings  # the job hands its results forward; it never writes into its config
   for name in ("samples.png", "eval.json"):
     assert (tmp_path / name).is_file()
   assert os.path.isdir(tmp_path / "janus" / "tensorboard")
@@ -41,6 +44,14 @@ def test_main_job_fast(tmp_path):
     name = path_str(path)
     assert np.array_equal(a, b) != name.startswith("language_model/"), name
   assert main.run_all(load_config("experiments/shapes_demo.py:fast"), str(tmp_path), mode="eval")["trained"]
+  # The README's `janus-jax eval` on the exported model, as a user runs it.
+  import subprocess, sys  # pylint: disable=import-outside-toplevel,multiple-imports
+  janus_jax_cli = os.path.join(os.path.dirname(sys.executable), "janus-jax")
+  out = subprocess.run([janus_jax_cli, "eval", "--checkpoint", str(tmp_path / "model"), "--data-dir",
+                        str(tmp_path / "data"), "--tfds-name", "janus_shapes/tiny", "--n-per-category", "1",
+                        "--num-questions", "4", "--out", str(tmp_path / "cli_eval.json")], capture_output=True, text=True)
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert "understanding" in json.load(open(tmp_path / "cli_eval.json"))
 
 
 def test_main_job_fast_flow(tmp_path):
@@ -58,18 +69,21 @@ def test_main_job_fast_flow(tmp_path):
 
 
 def test_drill_config_trains_the_letter_drill_alone():
+  from janus_jax.train.inputs import TrainInputs
   config = load_config("experiments/shapes_demo.py")
   config.drill.steps = 800
-  config.input.sources = [dict(kind="shapes", tfds_name="janus_shapes/default", data_dir="/d")]
-  drill = main.drill_config(config, "/init")
-  assert drill.init_from == "/init" and dict(drill.input.mixture) == {"text": 1.0}
-  assert drill.input.sources[0]["text_letter_drill"] and drill.optim.trainable == ["language_model/.*"]
+  inputs = TrainInputs.from_config(config).replace(
+      sources=(dict(kind="shapes", tfds_name="janus_shapes/default", data_dir="/d"),), init_from="/init")
+  drill, drill_inputs = main.drill_config(config, inputs)
+  assert drill_inputs.init_from == "/init" and dict(drill.input.mixture) == {"text": 1.0}
+  assert drill_inputs.sources[0]["text_letter_drill"] and drill.optim.trainable == ["language_model/.*"]
+  assert not inputs.sources[0].get("text_letter_drill")  # the main stage's inputs are untouched
   assert drill.train.num_steps == drill.optim.total_steps == config.drill.steps and drill.optim.lr == config.drill.lr
   assert config.input.mixture.t2i > 0 and config.optim.lr != config.drill.lr  # the main stage's config is untouched
   with config.unlocked():
     config.drill.step = 10
   with pytest.raises(ValueError, match="Unknown drill key.*'step'.*did you mean 'steps'"):
-    main.drill_config(config, "/init")
+    main.drill_config(config, inputs)
 
 
 def test_image_size_note_flags_a_generation_size_other_than_the_data():

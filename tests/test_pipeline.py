@@ -279,6 +279,29 @@ def test_pairs_array_record_roundtrip(builder, tmp_path):
     sources.write_pairs(str(tmp_path / "bad.jsonl"), str(tmp_path / "bad.array_record"))
 
 
+def test_pairs_with_questions_make_only_understanding_rows(builder, tmp_path):
+  """Caption rows feed every kind; question-answer rows only understanding (they have no caption to draw)."""
+  lines = []
+  for i in range(4):
+    Image.fromarray(np.full((16, 16, 3), 50 * i, np.uint8)).save(tmp_path / f"{i}.png")
+    row = {"image": f"{i}.png", "text": f"picture {i}"} if i < 2 else {
+        "image": f"{i}.png", "question": f"what is {i}?", "answer": f"number {i}"}
+    lines.append(json.dumps(row))
+  (tmp_path / "rows.jsonl").write_text("\n".join(lines))
+  assert sources.write_pairs(str(tmp_path / "rows.jsonl"), str(tmp_path / "rows.arrayrecord")) == 4
+  adapter = sources.adapter_from_config({"kind": "pairs", "paths": str(tmp_path / "rows.arrayrecord")})
+  assert [r["text"] for r in adapter.records_for("t2i")] == ["picture 0", "picture 1"]
+  assert len(adapter.records_for("und")) == 4 and adapter.supports("text")
+  batch = next(pipeline.build_train_iterator([adapter], builder, {"t2i": 1, "und": 1}, batch_size=4))
+  assert batch["input_ids"].shape == (4, SEQ)
+  (tmp_path / "half.jsonl").write_text(json.dumps({"image": "0.png", "question": "q?"}))
+  with pytest.raises(ValueError, match=r"half.jsonl:1: 'question' and 'answer' go together"):
+    sources.write_pairs(str(tmp_path / "half.jsonl"), str(tmp_path / "half.arrayrecord"))
+  (tmp_path / "none.jsonl").write_text(json.dumps({"image": "0.png"}))
+  with pytest.raises(ValueError, match="caption"):
+    sources.write_pairs(str(tmp_path / "none.jsonl"), str(tmp_path / "none.arrayrecord"))
+
+
 @pytest.mark.parametrize("name", ["coco_captions", "imagenet2012"])
 def test_tfds_real_data_adapters_on_mock_data(builder, name):
   tfds = pytest.importorskip("tensorflow_datasets")

@@ -115,6 +115,6 @@ def inference_config(model: dict[str, Any], template: str, arg: str | None):
   else:
     c.sampling = dict(cfg_weight=5.0, temperature=1.0, top_k=0, top_p=1.0, parallel_size=16,
                       understand_max_new_tokens=512, understand_temperature=0.1, understand_top_p=0.95)
-  c.mesh = list(sharding.DEFAULT_MESH)
+  c.mesh = tuple(sharding.DEFAULT_MESH)
   c.sharding_rules = list(sharding.DEFAULT_RULES)
   return c

@@ -52,9 +52,10 @@ class _MakeRow(grain.transforms.RandomMap):
 
 def stream(adapter: Adapter, builder: RowBuilder, kind: str, seed: int) -> grain.MapDataset:
   """An infinite, per-epoch-shuffled MapDataset of rows of one kind from one source."""
-  if len(adapter.source) == 0:
+  records = adapter.records_for(kind)
+  if len(records) == 0:
     raise ValueError(f"The source for the {kind!r} stream is empty.")
-  ds = grain.MapDataset.source(adapter.source).shuffle(seed=seed).repeat()
+  ds = grain.MapDataset.source(records).shuffle(seed=seed).repeat()
   return ds.random_map(_MakeRow(adapter, builder, kind), seed=seed + 1)
 
 

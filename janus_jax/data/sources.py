@@ -55,12 +55,31 @@ def _image(x) -> np.ndarray:
 
 @dataclasses.dataclass
 class Adapter:
-  """A source plus functions (record, rng) -> row inputs for each kind it supports."""
+  """A source plus functions (record, rng) -> row inputs for each kind it supports; `indices[kind]`, when given,
+  lists the records that can make rows of that kind (e.g. only captioned pairs make text-to-image rows)."""
   source: Sequence[Any]
   makers: dict[str, Callable[[dict, np.random.Generator], tuple]]
+  indices: dict[str, Sequence[int]] | None = None
 
   def supports(self, kind: str) -> bool:
-    return kind in self.makers
+    return kind in self.makers and (self.indices is None or len(self.indices.get(kind, ())) > 0)
+
+  def records_for(self, kind: str) -> Sequence[Any]:
+    """The records that make rows of `kind` (random access)."""
+    return self.source if self.indices is None else Subset(self.source, self.indices[kind])
+
+
+class Subset:
+  """Random access to `source[indices[i]]`."""
+
+  def __init__(self, source: Sequence[Any], indices: Sequence[int]):
+    self.source, self.indices = source, list(indices)
+
+  def __len__(self):
+    return len(self.indices)
+
+  def __getitem__(self, i):
+    return self.source[self.indices[i]]
 
 
 # --- Shapes -------------------------------------------------------------------------------------------------
@@ -207,45 +226,88 @@ def coco_captions(source) -> Adapter:
 
 
 # --- Generic image-text pairs in ArrayRecord ------------------------------------------------------------------
-def write_pairs(jsonl_path: str, out_path: str, image_root: str | None = None) -> int:
-  """Converts a JSONL of {"image": relative/absolute path, "text": caption[, "question", "answer"]} into an
-  ArrayRecord file of JSON records with the image bytes inlined (hex). Returns the number of records.
+def pair_kinds(record: dict) -> list[str]:
+  """The row kinds a pairs record makes: a caption ("text") makes text-to-image, captioning and text rows; a
+  "question" + "answer" makes an understanding row."""
+  kinds = ["und"] if "question" in record else []
+  return kinds + (["t2i", "text"] + ([] if kinds else ["und"]) if "text" in record else [])
 
-  Unreadable images and lines without "image"/"text" raise a ValueError naming the line.
+
+def kinds_index_path(arrayrecord_path: str) -> str:
+  """Where `write_pairs` lists which records make which row kinds."""
+  return arrayrecord_path + ".kinds.json"
+
+
+def write_pairs(jsonl_path: str, out_path: str, image_root: str | None = None) -> int:
+  """Converts a JSONL of your own rows into an ArrayRecord file of JSON records with the image bytes inlined (hex),
+  plus `<out>.kinds.json` (the records of each row kind). Returns the number of records. Each line is one of
+    {"image": "cats/1.png", "text": "a cat on a mat"}                          image-caption pair
+    {"image": "cats/1.png", "question": "What animal is it?", "answer": "A cat."}   image-question-answer row
+  (both "text" and a question/answer may be on one line). Relative image paths are taken from `image_root`
+  (default: the JSONL's folder). A line without an image, without a caption or question/answer, or whose image
+  cannot be read raises a ValueError naming the line; nothing is written then.
   """
   from array_record.python import array_record_module  # pylint: disable=import-outside-toplevel
   root = image_root or os.path.dirname(os.path.abspath(jsonl_path))
-  writer = array_record_module.ArrayRecordWriter(out_path, "group_size:1")
-  n = 0
-  try:
-    with open(jsonl_path) as f:
-      for lineno, line in enumerate(f, 1):
-        if not line.strip():
-          continue
+  records, kinds = [], {k: [] for k in KINDS}
+  with open(jsonl_path) as f:
+    for lineno, line in enumerate(f, 1):
+      if not line.strip():
+        continue
+      where = f"{jsonl_path}:{lineno}"
+      try:
         item = json.loads(line)
-        if "image" not in item or "text" not in item:
-          raise ValueError(f"{jsonl_path}:{lineno}: each line needs 'image' and 'text' keys, got {sorted(item)}.")
-        path = item["image"] if os.path.isabs(item["image"]) else os.path.join(root, item["image"])
-        try:
-          with open(path, "rb") as img:
-            data = img.read()
-        except OSError as e:
-          raise ValueError(f"{jsonl_path}:{lineno}: cannot read image {path}: {e}") from e
-        record = {k: v for k, v in item.items() if k != "image"}
-        record["image_bytes"] = data.hex()
-        writer.write(json.dumps(record).encode())
-        n += 1
+      except json.JSONDecodeError as e:
+        raise ValueError(f"{where}: not a JSON object ({e}).") from None
+      if not isinstance(item, dict) or "image" not in item:
+        got = sorted(item) if isinstance(item, dict) else item
+        raise ValueError(f"{where}: each line needs an 'image' path, got {got!r}.")
+      if ("question" in item) != ("answer" in item):
+        raise ValueError(f"{where}: 'question' and 'answer' go together; got only one of them.")
+      if not pair_kinds(item):
+        raise ValueError(f"{where}: each line needs a caption ('text') or a 'question' and an 'answer'.")
+      path = item["image"] if os.path.isabs(item["image"]) else os.path.join(root, item["image"])
+      try:
+        with open(path, "rb") as img:
+          data = img.read()
+        _image(data)  # decodable
+      except (OSError, ValueError) as e:
+        raise ValueError(f"{where}: cannot read image {path}: {e}. Fix the path (relative paths start at "
+                         f"{root}) or drop the line.") from None
+      for kind in pair_kinds(item):
+        kinds[kind].append(len(records))
+      records.append(json.dumps(dict({k: v for k, v in item.items() if k != "image"}, image_bytes=data.hex())))
+  writer = array_record_module.ArrayRecordWriter(out_path, "group_size:1")
+  try:
+    for record in records:
+      writer.write(record.encode())
   finally:
     writer.close()
-  return n
+  with open(kinds_index_path(out_path), "w") as f:
+    json.dump(kinds, f)
+  return len(records)
 
 
 class PairsSource:
-  """Random access to an ArrayRecord written by `write_pairs`; records decode to {'image': bytes, 'text', ...}."""
+  """Random access to ArrayRecord file(s) written by `write_pairs`; records decode to {'image': bytes, 'text', ...}.
+  `kinds`: the record indices of each row kind (from the `.kinds.json` files; None when a file has none)."""
 
   def __init__(self, paths: str | Sequence[str]):
     import grain  # pylint: disable=import-outside-toplevel
-    self._src = grain.sources.ArrayRecordDataSource(paths if isinstance(paths, (list, tuple)) else [paths])
+    paths = [paths] if isinstance(paths, str) else list(paths)
+    paths = [os.path.expanduser(p) for p in paths]
+    self._src = grain.sources.ArrayRecordDataSource(paths)
+    self.kinds: dict[str, list[int]] | None = {k: [] for k in KINDS}
+    offset = 0
+    for p in paths:
+      n = len(grain.sources.ArrayRecordDataSource([p]))
+      if not os.path.isfile(kinds_index_path(p)):
+        self.kinds = None
+      elif self.kinds is not None:
+        with open(kinds_index_path(p)) as f:
+          for kind, idx in json.load(f).items():
+            self.kinds[kind].extend(offset + i for i in idx)
+      offset += n
 
   def __len__(self):
     return len(self._src)
@@ -268,7 +330,7 @@ def pairs(source) -> Adapter:
   def text(rec, rng):
     return (rec["text"],)
 
-  return Adapter(source, {"t2i": t2i, "und": und, "text": text})
+  return Adapter(source, {"t2i": t2i, "und": und, "text": text}, indices=getattr(source, "kinds", None))
 
 
 # --- From config ------------------------------------------------------------------------------------------------

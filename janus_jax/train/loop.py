@@ -1,20 +1,23 @@
 """`train(config, workdir)`: the Janus training loop (any stage, any mesh), resumable and preemption-safe.
 
 Order of events: mesh -> tokenizer -> grain iterator -> train state (resume from the workdir's latest checkpoint,
-else `config.init_from` (partial load of a converted checkpoint), else random init) -> compiled step -> loop
+else `init_from` (partial load of a converted checkpoint), else random init) -> compiled step -> loop
 (metrics, progress line, sample grids, NaN guard, checkpoints every K steps and on SIGTERM) -> final checkpoint.
+`export_model` then writes the janus_jax checkpoint that `janus_jax.load` opens and a next stage starts from.
+
+What the run reads besides its settings (model, tokenizer, sources, init_from) comes as one `TrainInputs`
+(`janus_jax.train.inputs`): by default as the config names it; the main job hands its prepared data and trained
+image tokenizer forward this way instead of writing them into the config.
 
 Config keys read here (besides model / optim / train / input / mesh / sharding_rules used by the parts):
-  seed, template, init_from (dir of a janus_jax checkpoint or None),
-  input.tokenizer (dir or file), input.system_prompt,
+  seed, template, input.system_prompt, train.pad_id (None: the tokenizer's),
   train.num_steps, train.log_every, train.checkpoint_every, train.keep_checkpoints, train.sample_every,
-  train.sample_prompts (list[str]), train.sample_cfg_weight.
+  train.sample_prompts (list[str]), train.sample_cfg_weight (None: the generation mode's default).
 """
 from __future__ import annotations
 
 import json
 import os
-import time
 from typing import Any, Mapping
 
 import jax
@@ -29,6 +32,7 @@ from janus_jax.processing.tokenizer import Tokenizer, load_tokenizer
 from janus_jax.train import state as state_lib, step as step_lib
 from janus_jax.train.batch import OPTIONAL, REQUIRED
 from janus_jax.train.checkpoint import Checkpointer
+from janus_jax.train.inputs import TrainInputs, model_config
 from janus_jax.train.metrics import MetricsWriter, Progress, check_finite
 
 BATCH_KEYS = tuple(REQUIRED) + tuple(OPTIONAL)
@@ -42,11 +46,6 @@ def _get(cfg: Any, key: str, default=None):
   return default if value is None and default is not None else value
 
 
-def model_config(config) -> JanusConfig:
-  model = config.model.to_dict() if hasattr(config.model, "to_dict") else dict(config.model)
-  return JanusConfig.from_dict(model)
-
-
 def row_builder(config, cfg: JanusConfig, tokenizer: Tokenizer) -> RowBuilder:
   spec = RowSpec(seq_len=int(config.input.seq_len), num_image_tokens=cfg.num_image_tokens,
                  und_image_size=cfg.vision.image_size, gen_image_size=cfg.generated_image_size,
@@ -55,9 +54,9 @@ def row_builder(config, cfg: JanusConfig, tokenizer: Tokenizer) -> RowBuilder:
   return RowBuilder(tokenizer, spec)
 
 
-def data_iterator(config, cfg: JanusConfig, tokenizer: Tokenizer, split: str = "train"):
-  """This process's grain iterator over the configured sources and mixture."""
-  adapters = [sources.adapter_from_config(dict(s), split=split) for s in config.input.sources]
+def data_iterator(config, cfg: JanusConfig, tokenizer: Tokenizer, source_list, split: str = "train"):
+  """This process's grain iterator over `source_list` (`input.sources` entries) and the configured mixture."""
+  adapters = [sources.adapter_from_config(dict(s), split=split) for s in source_list]
   if not adapters:
     raise ValueError("config.input.sources is empty: add at least one source, e.g. dict(kind='shapes', "
                      "tfds_name='janus_shapes/default', data_dir=...).")
@@ -106,10 +105,9 @@ def partial_init(params: Any, loaded: Any, prefix: str = "") -> tuple[Any, dict[
   return walk(params, loaded, prefix), report
 
 
-def _initial_state(config, cfg: JanusConfig, shardings, rng):
-  """Fresh sharded state: random params (created sharded), overwritten by `config.init_from` where paths and
-  shapes match. Returns (state, partial-init report or None)."""
-  init_from = _get(config, "init_from")
+def _initial_state(config, cfg: JanusConfig, init_from: str | None, shardings, rng):
+  """Fresh sharded state: random params (created sharded), overwritten by `init_from` where paths and shapes
+  match. Returns (state, partial-init report or None)."""
   if not init_from:
     return state_lib.create_sharded_train_state(cfg, config.optim, shardings, rng=rng), None
   params, report = _init_from(init_from, state_lib.init_model_params(cfg, rng), cfg)
@@ -127,22 +125,20 @@ def _init_from(init_from: str, params, cfg: JanusConfig):
   return partial_init(params, loaded)
 
 
-def sample_images(params, cfg: JanusConfig, tokenizer: Tokenizer, template: str, prompts, *, cfg_weight: float,
-                  seed: int = 0) -> np.ndarray:
-  """uint8[len(prompts), H, W, 3]: one CFG sample per prompt with the current params."""
-  from janus_jax.api import JanusPipeline  # pylint: disable=import-outside-toplevel
-  pipe = JanusPipeline(params, cfg, tokenizer, template)
-  return pipe.generate(list(prompts), cfg_weight=cfg_weight, seed=seed).images
+def train(config, workdir: str, inputs: TrainInputs | None = None, *, verbose: bool = True
+          ) -> state_lib.TrainState:
+  """Trains as configured; resumes from `<workdir>/checkpoints` when present. Returns the final state.
 
-
-def train(config, workdir: str, *, verbose: bool = True) -> state_lib.TrainState:
-  """Trains as configured; resumes from `<workdir>/checkpoints` when present. Returns the final state."""
-  cfg = model_config(config)
+  `inputs`: model, tokenizer, sources and init_from (default: `TrainInputs.from_config(config)`)."""
+  from janus_jax.processing.image import image_grid  # pylint: disable=import-outside-toplevel
+  from janus_jax.sampling.text_to_image import sample_images  # pylint: disable=import-outside-toplevel
+  inputs = inputs or TrainInputs.from_config(config)
+  cfg = inputs.model
   os.makedirs(workdir, exist_ok=True)
   mesh = sharding_lib.make_mesh([tuple(x) for x in config.mesh])
   rules = [tuple(r) for r in config.sharding_rules]
-  tokenizer = load_tokenizer(config.input.tokenizer)
-  data_iter = data_iterator(config, cfg, tokenizer)
+  tokenizer = load_tokenizer(inputs.tokenizer)
+  data_iter = data_iterator(config, cfg, tokenizer, inputs.sources)
   num_steps = int(config.train.num_steps)
   seed = int(_get(config, "seed", 0))
 
@@ -157,14 +153,20 @@ def train(config, workdir: str, *, verbose: bool = True) -> state_lib.TrainState
     if verbose:
       print(f"resumed from {ckpt.directory} at step {start}", flush=True)
   else:
-    state, report = _initial_state(config, cfg, shardings, jax.random.PRNGKey(seed))
+    state, report = _initial_state(config, cfg, inputs.init_from, shardings, jax.random.PRNGKey(seed))
     if report is not None and verbose:
-      print(f"init_from {config.init_from}: {len(report['loaded'])} params loaded, {len(report['kept'])} kept "
+      print(f"init_from {inputs.init_from}: {len(report['loaded'])} params loaded, {len(report['kept'])} kept "
             f"random, {len(report['mismatched'])} mismatched {report['mismatched'][:5]}", flush=True)
     start = 0
   config_dict = json.loads(config.to_json_best_effort()) if hasattr(config, "to_json_best_effort") else None
+  if config_dict is not None:  # what this run actually read, next to its settings
+    config_dict["resolved_inputs"] = dict(tokenizer=inputs.tokenizer, init_from=inputs.init_from,
+                                          sources=[dict(s) for s in inputs.sources], model=cfg.to_dict())
 
-  step_fn = step_lib.make_train_step(cfg, config.train)
+  pad_id = _get(config.train, "pad_id")
+  train_cfg = dict(config.train.to_dict() if hasattr(config.train, "to_dict") else config.train,
+                   pad_id=tokenizer.pad_id if pad_id is None else int(pad_id))
+  step_fn = step_lib.make_train_step(cfg, train_cfg)
   batch_sharding = step_lib.batch_sharding(mesh)
   run = step_lib.compile_train_step(step_fn, shardings, batch_sharding, mesh, rules)
   writer = MetricsWriter(workdir)
@@ -189,9 +191,8 @@ def train(config, workdir: str, *, verbose: bool = True) -> state_lib.TrainState
               "loss", "loss_text", "loss_image", "lr")
           print(progress.line(step, {k: values[k] for k in shown}), flush=True)
       if sample_every and prompts and (step % sample_every == 0 or step == num_steps):
-        from janus_jax.cli import image_grid  # pylint: disable=import-outside-toplevel
         images = sample_images(state.params, cfg, tokenizer, _get(config, "template", "deepseek"), prompts,
-                               cfg_weight=float(_get(config.train, "sample_cfg_weight", 5.0)), seed=step)
+                               cfg_weight=_get(config.train, "sample_cfg_weight"), seed=step)
         grid = image_grid(images)
         from PIL import Image  # pylint: disable=import-outside-toplevel
         Image.fromarray(grid).save(os.path.join(workdir, f"samples_{step:06d}.png"))
@@ -208,3 +209,24 @@ def train(config, workdir: str, *, verbose: bool = True) -> state_lib.TrainState
     ckpt.close()
     writer.close()
   return state
+
+
+def finished(state: state_lib.TrainState, config) -> bool:
+  """Did `state` reach `train.num_steps` (False after a preemption)?"""
+  return int(jax.device_get(state.step)) >= int(config.train.num_steps)
+
+
+def export_model(state: state_lib.TrainState, inputs: TrainInputs, path: str, template: str = "deepseek") -> str:
+  """Writes `state` as a janus_jax checkpoint at `path` (replacing one there) with the run's tokenizer: the
+  model `janus_jax.load` opens and a next stage's `init_from`. With an EMA (JanusFlow: 0.99) the exported params
+  are the EMA weights, as the released checkpoints are. Returns `path`."""
+  from janus_jax.checkpoint import store  # pylint: disable=import-outside-toplevel
+  params = state.ema_params if state.ema_params is not None else state.params
+  store.save_checkpoint(path, jax.device_get(params), inputs.model, tokenizer_dir=_tokenizer_dir(inputs.tokenizer),
+                        extra_info={"template": template}, overwrite=True)
+  return path
+
+
+def _tokenizer_dir(tokenizer: str) -> str:
+  """The folder holding the tokenizer files (`input.tokenizer` may name the folder or a file in it)."""
+  return tokenizer if os.path.isdir(tokenizer) else os.path.dirname(os.path.abspath(tokenizer))

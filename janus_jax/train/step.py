@@ -37,7 +37,7 @@ from __future__ import annotations
 import contextlib
 import difflib
 import math
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import flax.linen as nn
 import jax
@@ -165,12 +165,18 @@ def _supervised_count(mask: jax.Array, cap) -> jax.Array:
   return jnp.sum(per_row).astype(jnp.float32)
 
 
-def update_ema(ema, params, decay: float):
-  """ema <- decay * ema + (1 - decay) * params (float32 math, stored in ema's dtype); None stays None."""
+def update_ema(ema, params, decay: float, trainable: Sequence[bool] | None = None):
+  """ema <- decay * ema + (1 - decay) * params (float32 math, stored in ema's dtype); None stays None.
+
+  `trainable` (one flag per leaf): frozen leaves keep their EMA as it is (bit-identical to the frozen param, which
+  the float mix decay * x + (1 - decay) * x is not always)."""
   if ema is None:
     return None
-  return jax.tree.map(lambda e, p: (decay * e.astype(jnp.float32) + (1.0 - decay) * p.astype(jnp.float32))
-                      .astype(e.dtype), ema, params)
+  mix = lambda e, p: (decay * e.astype(jnp.float32) + (1.0 - decay) * p.astype(jnp.float32)).astype(e.dtype)
+  if trainable is None:
+    return jax.tree.map(mix, ema, params)
+  leaves, treedef = jax.tree.flatten(ema)
+  return treedef.unflatten([mix(e, p) if f else e for e, p, f in zip(leaves, jax.tree.leaves(params), trainable)])
 
 
 def _split_microbatches(batch: dict, accum: int) -> dict:
@@ -270,7 +276,7 @@ def make_train_step(cfg: JanusConfig, train_cfg=None, tx: optax.GradientTransfor
     new_train = [(p + u).astype(p.dtype) for p, u in zip(train, upd)]
     new_params = merge(new_train, frozen)
     new_state = state.replace(step=state.step + 1, params=new_params, opt_state=opt_state,
-                              ema_params=update_ema(state.ema_params, new_params, state.ema_decay))
+                              ema_params=update_ema(state.ema_params, new_params, state.ema_decay, flags))
 
     metrics = flow_losses.flow_metrics(sums, fc) if flow else losses.metrics_from_sums(sums)
     metrics.update(
