@@ -53,7 +53,7 @@ def _maybe_initialize_distributed() -> None:
 
 def prepare_step(config, workdir: str) -> dict:
   from janus_jax.data.prepare import prepare  # pylint: disable=import-outside-toplevel
-  data_dir = config.data.data_dir or os.path.join(workdir, "data")
+  data_dir = os.path.expanduser(config.data.data_dir) if config.data.data_dir else os.path.join(workdir, "data")
   return prepare(data_dir, config.data.config_name, config.data.vocab_size)
 
 
@@ -219,11 +219,6 @@ def check_config(config, mode: str) -> None:
     raise ConfigError(f"--mode={mode} prepares the Shapes data: this config has no `data` section. Use --mode=train.")
   if mode == "eval" and ("eval" not in config or "data" not in config):
     raise ConfigError("--mode=eval scores a model on Shapes: this config has no `eval` / `data` section.")
-  required = tuple(config.get("required", ()) or ())
-  if "init_from" in required and not config.get("init_from"):
-    raise ConfigError("This config starts from pretrained weights: pass --config.init_from=DIR, a janus_jax checkpoint "
-                      "(`janus-jax convert --from <downloaded checkpoint> --to DIR`, or an earlier stage's "
-                      "<workdir>/model).")
   init_from = config.get("init_from")
   if init_from:
     from janus_jax.train.inputs import model_config  # pylint: disable=import-outside-toplevel

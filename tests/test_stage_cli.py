@@ -23,13 +23,13 @@ TINY_TOKENIZER = {"janus_pro": ["--config.vq.steps=2", "--config.vq.num_images=3
 
 
 def _run(cmd, **kw):
-  return subprocess.run(cmd, capture_output=True, text=True, env=USER_ENV, **kw)
+  return subprocess.run(cmd, capture_output=True, text=True, **{"env": USER_ENV, **kw})
 
 
-def _error(args, tmp_path):
+def _error(args, tmp_path, env=None):
   """Runs the main job with `args`; returns its stderr after checking exit status 2 and that no work started."""
   workdir = tmp_path / "w"
-  out = _run(MAIN + args + [f"--workdir={workdir}"])
+  out = _run(MAIN + args + [f"--workdir={workdir}"], **({"env": env} if env else {}))
   assert out.returncode == 2, (out.returncode, out.stdout[-2000:], out.stderr[-3000:])
   assert "Traceback" not in out.stderr, out.stderr[-3000:]
   assert not (workdir / "data").exists() and not (workdir / "janus").exists()  # checked before any work
@@ -66,8 +66,8 @@ def test_bad_settings_and_inputs_are_named_before_any_work(tmp_path):
                 "--config.input.sources=({'kind': 'coco_captions'},)"], tmp_path)
   assert "input.tokenizer is empty" in err and "--config.input.tokenizer=<converted checkpoint>/tokenizer" in err
   err = _error([f"--config={STAGES}:stage=1,size=shapes", "--config.input.batch_size=6",
-                "--config.mesh=(('data', 4), ('fsdp', 1), ('tensor', 1))"], tmp_path)
-  assert "multiple of the mesh's data-parallel size (4" in err
+                "--config.mesh=(('data', 4), ('fsdp', 2), ('tensor', 1))"], tmp_path, env=dict(os.environ))
+  assert "multiple of the mesh's data-parallel size (8" in err and "--config.input.batch_size=8" in err
 
 
 def test_the_training_loop_does_not_import_the_inference_api_or_the_cli():

@@ -320,11 +320,14 @@ def test_stage_configs_build(cfg):
       tx, schedule = optim.make_optimizer(c.optim, params)
       assert float(schedule(10_000_000)) >= 0.0
       step_lib.resolve_train_config(c.train)
-      assert set(c.keys()) == {"model", "optim", "train", "input", "mesh", "sharding_rules"}
+      assert set(c.keys()) == {"model", "optim", "train", "input", "mesh", "sharding_rules", "mode", "seed",
+                               "template", "init_from", "required", "data", "vq"}  # size=shapes: data + VQ
       counts[stage] = sum(jax.tree.leaves(optim.trainable_mask(c.optim, params)))
   assert counts[1] < counts[2] < counts[3] < len(jax.tree.leaves(params))
   pro = load_config("experiments/janus_stages.py:stage=3,family=janus_pro,size=7b")
-  assert (pro.optim.lr, pro.optim.total_steps, pro.input.batch_size, pro.train.pad_id) == (4e-5, 40_000, 128, 100015)
+  assert (pro.optim.lr, pro.optim.total_steps, pro.input.batch_size) == (4e-5, 40_000, 128)
+  assert pro.train.pad_id is None and pro.required == ("init_from",)  # pad id: the tokenizer's
+  assert "data" not in pro and "vq" not in pro  # released sizes train on the sources you name
   janus1 = load_config("experiments/janus_stages.py:stage=1,family=janus,size=1_3b")
   assert (janus1.optim.schedule, janus1.optim.warmup_steps, dict(janus1.input.mixture)) == \
       ("cosine", 300, dict(und=1, text=0, t2i=1))

@@ -6,7 +6,7 @@ preparation, image-tokenizer training) produce them and hand them forward as val
 config.
 
     inputs = TrainInputs.from_config(config)          # what the config says
-    check_settings(config)                            # batch sizes, steps, mixture, optimizer: before any work
+    check_settings(config)                            # batch sizes, steps, mixture, optimizer, mesh, `required`
     check_inputs(inputs)                              # tokenizer, sources, init_from vs the model: before training
 
 `input.sources` is a tuple of dicts (ml_collections overrides tuples from the command line, not lists):
@@ -145,6 +145,8 @@ def check_settings(config) -> None:
   if any(float(w) < 0 for w in mixture.values()) or not any(float(w) > 0 for w in mixture.values()):
     raise ConfigError(f"input.mixture={mixture} needs weights >= 0 with at least one > 0, e.g. "
                       "--config.input.mixture.und=1.")
+  if "init_from" in tuple(_get(config, "required", ()) or ()) and not _get(config, "init_from"):
+    raise ConfigError(f"This config starts from pretrained weights: pass --config.init_from=DIR, {INIT_HINT}.")
   for key in ("log_every", "checkpoint_every", "sample_every"):
     value = _get(config.train, key, 0)
     if int(value) < 0:
@@ -222,11 +224,8 @@ def _config_differences(a: JanusConfig, b: JanusConfig) -> list[str]:
   return out
 
 
-def check_inputs(inputs: TrainInputs, required: Sequence[str] = ()) -> None:
-  """Checks what training will read: tokenizer, sources and init_from. `required`: names among 'init_from' that
-  the config marks as needed (released sizes start from pretrained weights)."""
-  if "init_from" in required and not inputs.init_from:
-    raise ConfigError(f"This config starts from pretrained weights: pass --config.init_from=DIR, {INIT_HINT}.")
+def check_inputs(inputs: TrainInputs) -> None:
+  """Checks what training will read: tokenizer, sources and init_from."""
   if not inputs.tokenizer:
     raise ConfigError("input.tokenizer is empty: pass --config.input.tokenizer=<converted checkpoint>/tokenizer (or "
                       "--config.init_from=<converted checkpoint>, whose tokenizer/ is then used).")
