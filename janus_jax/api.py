@@ -76,12 +76,7 @@ class JanusPipeline:
       questions = [questions]
       if not isinstance(images, (list, tuple)) or len(images) != 1:
         images = [images]
-    questions = list(questions)
-    if not questions:
-      raise ValueError("questions is empty; pass at least one question.")
-    for i, q in enumerate(questions):
-      if not isinstance(q, str) or not q.strip():
-        raise ValueError(f"questions[{i}] is {q!r}; every question needs text.")
+    questions = chat.require_texts(questions, "questions")
     if len(images) != len(questions):
       raise ValueError(f"Got {len(images)} image entries for {len(questions)} questions; pass one image "
                        "(or one list of images) per question.")

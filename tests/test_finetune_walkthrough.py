@@ -104,3 +104,14 @@ def test_finetune_janusflow_from_an_official_checkpoint(tmp_path):
   _run([JANUS_JAX, "convert", "--from", str(src), "--vae", str(vae), "--to", str(converted), "--quiet"])
   pipe = _walkthrough(tmp_path, converted, "stage=3,family=janusflow,size=shapes", "vae/")
   assert pipe.cfg.vae.scaling_factor == 0.5  # the checkpoint's calibrated VAE, not the config's default
+
+
+def test_pairs_command_names_the_line_of_a_missing_image(tmp_path, capsys):
+  from janus_jax import cli
+  rows = _write_rows(tmp_path)
+  with open(rows, "a") as f:
+    f.write(json.dumps({"image": "imgs/gone.png", "text": "a lost picture"}) + "\n")
+  assert cli.main(["pairs", "--jsonl", str(rows), "--out", str(tmp_path / "train.arrayrecord")]) == 2
+  err = capsys.readouterr().err
+  assert "rows.jsonl:13: cannot read image" in err and "gone.png" in err and "Fix the path" in err
+  assert not (tmp_path / "train.arrayrecord").exists()  # nothing half-written

@@ -45,6 +45,17 @@ TEMPLATES = {
 }
 
 
+def require_texts(texts: Sequence[str], name: str, hint: str = "") -> list[str]:
+  """`texts` as a list, checked: at least one, each a non-blank string (else a ValueError naming `name`[i])."""
+  texts = list(texts)
+  if not texts:
+    raise ValueError(f"{name} is empty; pass at least one.")
+  for i, t in enumerate(texts):
+    if not isinstance(t, str) or not t.strip():
+      raise ValueError(f"{name}[{i}] is {t!r}; every entry needs text.{hint}")
+  return texts
+
+
 def get_template(template: str | ChatTemplate) -> ChatTemplate:
   """The template named `template` (a `ChatTemplate` passes through); ValueError listing valid names."""
   if isinstance(template, ChatTemplate):

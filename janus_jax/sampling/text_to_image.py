@@ -81,13 +81,8 @@ def repeat_prompts(prompts: Sequence[str] | str, num_images: int) -> list[str]:
   """The prompt of every generated row: each prompt `num_images` times (checked: non-empty text, num_images >= 1)."""
   if isinstance(prompts, str):
     prompts = [prompts]
-  prompts = list(prompts)
-  if not prompts:
-    raise ValueError("prompts is empty; pass at least one text prompt.")
-  for i, p in enumerate(prompts):
-    if not isinstance(p, str) or not p.strip():
-      raise ValueError(f"prompts[{i}] is {p!r}; every prompt needs text. For unconditional generation keep a real "
-                       "prompt and pass cfg_weight=0 (the unconditional rows drop the prompt text).")
+  prompts = chat.require_texts(prompts, "prompts", " For unconditional generation keep a real prompt and pass "
+                               "cfg_weight=0 (the unconditional rows drop the prompt text).")
   if not (isinstance(num_images, (int, np.integer)) and num_images >= 1):
     raise ValueError(f"num_images must be >= 1, got {num_images}.")
   return [p for p in prompts for _ in range(num_images)]
