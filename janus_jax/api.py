@@ -43,11 +43,10 @@ class JanusPipeline:
     self.tokenizer = tokenizer
     self.template = template
     self.mesh, self.rules = mesh, tuple(rules)
-    if mesh is not None:
-      from janus_jax.models.janus import abstract_params  # pylint: disable=import-outside-toplevel
-      shardings = sharding.logical_to_sharding(abstract_params(cfg, boxed=True), mesh, rules)
+    if mesh is not None:  # a no-op for params `load` restored onto the mesh (unrolling keeps their shardings)
+      from janus_jax.checkpoint.store import param_shardings  # pylint: disable=import-outside-toplevel
       # Training-only subtrees (JanusFlow's REPA head) may be absent from an inference checkpoint.
-      params = jax.device_put(params, {k: v for k, v in shardings.items() if k in params})
+      params = jax.device_put(params, param_shardings(cfg, mesh, rules, keys=set(params)))
     self.params = params
 
   def _context(self):
@@ -191,7 +190,7 @@ def load(checkpoint_dir: str, *, dtype: str | None = None, template: str | None 
   """
   from janus_jax.checkpoint import store
   checkpoint_dir = os.path.expanduser(os.fspath(checkpoint_dir))
-  params, cfg = store.load_checkpoint(checkpoint_dir, dtype=dtype)
+  params, cfg = store.load_checkpoint(checkpoint_dir, dtype=dtype, mesh=mesh, rules=rules)  # straight onto the mesh
   if dtype is not None:
     cfg = cfg.with_dtype(dtype)
   info = store.load_info(checkpoint_dir)

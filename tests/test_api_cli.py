@@ -162,3 +162,24 @@ def test_load_expands_the_home_directory(ckpt, tmp_path, monkeypatch):
   monkeypatch.setenv("HOME", str(tmp_path))
   pipe = janus_jax.load("~/ckpt")
   assert pipe.cfg.llm.max_position_embeddings == 256 and pipe.tokenizer.eos_id == 2
+
+
+def test_load_restores_each_param_straight_onto_its_mesh_sharding(ckpt):
+  """`load(dir, mesh=...)` restores every array onto the sharding its logical axis names give (orbax restore
+  with shardings), not onto device 0 first."""
+  from janus_jax.checkpoint import store
+  mesh = sharding.make_mesh([("data", 1), ("fsdp", 2), ("tensor", 4)])
+  params, cfg = store.load_checkpoint(ckpt, mesh=mesh)
+  expected = store.param_shardings(cfg, mesh, keys=set(params))
+  got = jax.tree_util.tree_leaves_with_path(params)
+  want = jax.tree.leaves(expected, is_leaf=lambda x: isinstance(x, jax.sharding.Sharding))
+  assert len(got) == len(want)
+  for (path, x), s in zip(got, want):
+    assert x.sharding.is_equivalent_to(s, x.ndim), jax.tree_util.keystr(path)
+  split = [x for _, x in got if len(x.sharding.device_set) == 8 and x.sharding.shard_shape(x.shape) != x.shape]
+  assert split  # the rules really split params across the 8 devices
+  pipe = janus_jax.load(ckpt, mesh=mesh)
+  decoding = store.param_shardings(pipe.cfg, mesh, keys=set(pipe.params))
+  for x, s in zip(jax.tree.leaves(pipe.params),
+                  jax.tree.leaves(decoding, is_leaf=lambda x: isinstance(x, jax.sharding.Sharding))):
+    assert x.sharding.is_equivalent_to(s, x.ndim)

@@ -93,6 +93,24 @@ def test_init_from_loads_every_param_into_either_llm_layout(tmp_path, scan_layer
                                 np.asarray(second_gate(source["language_model"]["model"])))
 
 
+def test_init_from_restores_onto_the_mesh(tmp_path):
+  """`init_from` arrays land on their mesh shardings by the logical-axis rules, as the train state wants them."""
+  from tiny_assets import make_tiny_checkpoint
+  from janus_jax import sharding
+  from janus_jax.checkpoint import store
+  from janus_jax.train import state as state_lib
+  ckpt = make_tiny_checkpoint(str(tmp_path / "src"), seed=7)
+  source, cfg = store.load_checkpoint(ckpt)
+  mesh = sharding.make_mesh([("data", 2), ("fsdp", 4), ("tensor", 1)])
+  shardings = state_lib.state_shardings(cfg, {"lr": 1e-3}, mesh, sharding.DEFAULT_RULES)
+  params = state_lib.init_sharded_params(cfg, jax.random.PRNGKey(0), shardings.params)
+  loaded, report = loop._init_from(ckpt, params, cfg, mesh=mesh, rules=sharding.DEFAULT_RULES)
+  assert report["kept"] == [] and report["mismatched"] == []
+  for x, s, ref in zip(jax.tree.leaves(loaded), jax.tree.leaves(shardings.params), jax.tree.leaves(source)):
+    assert x.sharding.is_equivalent_to(s, x.ndim)
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(ref))
+
+
 def test_unwritable_workdir_is_explained(tmp_path):
   blocker = tmp_path / "file"
   blocker.write_text("x")

@@ -134,7 +134,18 @@ def _stored_tree(ckptr, path: Path):
   return getattr(meta, "tree", meta)
 
 
-def load_checkpoint(directory, dtype=None, sharding=None) -> tuple[dict[str, Any], JanusConfig]:
+def param_shardings(cfg: JanusConfig, mesh, rules=None, keys=None) -> dict[str, Any]:
+  """NamedShardings of `cfg`'s params on `mesh` by their logical axis names and `rules` (default: the project's
+  table); `keys` keeps only those top-level subtrees (a checkpoint may lack training-only ones, e.g. REPA)."""
+  from janus_jax import sharding as sharding_lib  # pylint: disable=import-outside-toplevel
+  from janus_jax.models.janus import abstract_params  # pylint: disable=import-outside-toplevel
+  out = sharding_lib.logical_to_sharding(abstract_params(cfg, boxed=True), mesh,
+                                         sharding_lib.DEFAULT_RULES if rules is None else rules)
+  return out if keys is None else {k: v for k, v in out.items() if k in keys}
+
+
+def load_checkpoint(directory, dtype=None, sharding=None, mesh=None, rules=None
+                    ) -> tuple[dict[str, Any], JanusConfig]:
   """Restores (params, cfg) from a janus_jax checkpoint; needs no torch.
 
   Args:
@@ -143,6 +154,8 @@ def load_checkpoint(directory, dtype=None, sharding=None) -> tuple[dict[str, Any
       cfg then has that param_dtype).
     sharding: None puts every param on the first local device; a `jax.sharding.Sharding` is used for every param;
       or a pytree of shardings matching the params (e.g. from the model's logical-axis rules).
+    mesh, rules: instead of `sharding`: every param is restored straight onto its sharding on `mesh` by its
+      logical axis names (`param_shardings`), so no device ever holds the whole model.
   Returns:
     (params nested dict of jax.Array, JanusConfig).
   """
@@ -153,6 +166,10 @@ def load_checkpoint(directory, dtype=None, sharding=None) -> tuple[dict[str, Any
   ckptr = ocp.StandardCheckpointer()
   stored = _stored_tree(ckptr, path)
   want = None if dtype is None else np.dtype(dtype)
+  if mesh is not None:
+    if sharding is not None:
+      raise ValueError("Pass `sharding` or `mesh`, not both.")
+    sharding = param_shardings(cfg, mesh, rules, keys=set(stored))
 
   def leaf_dtype(m):
     d = np.dtype(m.dtype)
@@ -179,6 +196,6 @@ def load_checkpoint(directory, dtype=None, sharding=None) -> tuple[dict[str, Any
   return params, cfg
 
 
-__all__ = ["save_checkpoint", "load_checkpoint", "load_config", "load_info", "tokenizer_path", "is_checkpoint",
+__all__ = ["save_checkpoint", "load_checkpoint", "param_shardings", "load_config", "load_info", "tokenizer_path", "is_checkpoint",
            "copy_tokenizer_files", "with_param_dtype", "NotAJanusCheckpointError", "CONFIG_NAME", "PARAMS_DIR",
            "TOKENIZER_DIR"]

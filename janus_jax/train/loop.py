@@ -105,21 +105,24 @@ def partial_init(params: Any, loaded: Any, prefix: str = "") -> tuple[Any, dict[
   return walk(params, loaded, prefix), report
 
 
-def _initial_state(config, cfg: JanusConfig, init_from: str | None, shardings, rng):
+def _initial_state(config, cfg: JanusConfig, init_from: str | None, shardings, rng, mesh=None, rules=None):
   """Fresh sharded state: random params (created sharded), overwritten by `init_from` where paths and shapes
-  match. Returns (state, partial-init report or None)."""
+  match (restored straight onto `mesh`: no device holds the whole model). Returns (state, partial-init report or
+  None)."""
   if not init_from:
     return state_lib.create_sharded_train_state(cfg, config.optim, shardings, rng=rng), None
-  params, report = _init_from(init_from, state_lib.init_model_params(cfg, rng), cfg)
+  params = state_lib.init_sharded_params(cfg, rng, shardings.params)
+  params, report = _init_from(init_from, params, cfg, mesh=mesh, rules=rules)
   return state_lib.create_sharded_train_state(cfg, config.optim, shardings, params=params), report
 
 
-def _init_from(init_from: str, params, cfg: JanusConfig):
+def _init_from(init_from: str, params, cfg: JanusConfig, mesh=None, rules=None):
   """`partial_init` from the checkpoint in `init_from`, its LLM layers brought to the layout of `cfg` (scanned or
-  unrolled, whichever the checkpoint has)."""
+  unrolled, whichever the checkpoint has). With `mesh` the checkpoint is restored onto it by the logical-axis
+  `rules` (else onto the first device)."""
   from janus_jax.checkpoint import store  # pylint: disable=import-outside-toplevel
   from janus_jax.models import param_layout  # pylint: disable=import-outside-toplevel
-  loaded, loaded_cfg = store.load_checkpoint(init_from)
+  loaded, loaded_cfg = store.load_checkpoint(init_from, mesh=mesh, rules=rules)
   to_layout = param_layout.for_training if cfg.llm.scan_layers else param_layout.for_decoding
   loaded, _ = to_layout(loaded, loaded_cfg)
   return partial_init(params, loaded)
@@ -153,7 +156,7 @@ def train(config, workdir: str, inputs: TrainInputs | None = None, *, verbose: b
     if verbose:
       print(f"resumed from {ckpt.directory} at step {start}", flush=True)
   else:
-    state, report = _initial_state(config, cfg, inputs.init_from, shardings, jax.random.PRNGKey(seed))
+    state, report = _initial_state(config, cfg, inputs.init_from, shardings, jax.random.PRNGKey(seed), mesh, rules)
     if report is not None and verbose:
       print(f"init_from {inputs.init_from}: {len(report['loaded'])} params loaded, {len(report['kept'])} kept "
             f"random, {len(report['mismatched'])} mismatched {report['mismatched'][:5]}", flush=True)

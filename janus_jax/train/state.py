@@ -77,6 +77,12 @@ def init_model_params(cfg: JanusConfig, rng: jax.Array) -> Any:
   return _jitted_init(cfg)(rng)
 
 
+def init_sharded_params(cfg: JanusConfig, rng: jax.Array, param_shardings: Any) -> Any:
+  """Random-initialised params created directly with `param_shardings` (never whole on one device)."""
+  return jax.jit(functools.partial(init_params, cfg), out_shardings=param_shardings,
+                 compiler_options=_init_compiler_options())(rng)
+
+
 def create_sharded_train_state(cfg: JanusConfig, optim_cfg, shardings: TrainState, rng: jax.Array | None = None,
                                params: Any = None) -> TrainState:
   """`create_train_state` whose arrays are created directly with `shardings` (from `state_shardings`): the
