@@ -112,14 +112,14 @@ def test_whole_recipe_in_one_command_resumes_and_loads(tmp_path, family):
   three, _ = store.load_checkpoint(root / "stage_3" / "model")
   for a, b in zip(*(jax_leaves(p[frozen]) for p in (two, three))):
     np.testing.assert_array_equal(a, b)
-  again = _run(cmd)
-  assert again.returncode == 0 and again.stdout.count("skipped") == 3, again.stdout[-2000:]
-  for name in ("model",):
+  if family == "janus_pro":  # resuming is the same code for both families: checked once
+    again = _run(cmd)
+    assert again.returncode == 0 and again.stdout.count("skipped") == 3, again.stdout[-2000:]
     import shutil
-    shutil.rmtree(root / "stage_3" / name)
-  resumed = _run(cmd)
-  assert resumed.returncode == 0, resumed.stderr[-3000:]
-  assert "stage 1: done" in resumed.stdout and "resumed from" in resumed.stdout
+    shutil.rmtree(root / "stage_3" / "model")
+    resumed = _run(cmd)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "stage 1: done" in resumed.stdout and "resumed from" in resumed.stdout
   pipe = janus_jax.load(str(root / "stage_3" / "model"))
   assert pipe.generate(["a red circle"], seed=0).images.shape[0] == 1
   assert isinstance(pipe.understand([np.zeros((32, 32, 3), np.uint8)], ["what colour?"], max_new_tokens=3)[0], str)
