@@ -9,14 +9,13 @@ The CLI (`janus_jax.cli`) is a thin layer over this module. Every loop is compil
 from __future__ import annotations
 
 import functools
-import os
 from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from janus_jax import sharding
+from janus_jax import paths, sharding
 
 from janus_jax.models.configs import JanusConfig
 from janus_jax.models import param_layout
@@ -183,13 +182,14 @@ def load(checkpoint_dir: str, *, dtype: str | None = None, template: str | None 
   """Loads a converted janus_jax checkpoint (see `janus-jax convert`). No network, no torch.
 
   Args:
-    checkpoint_dir: directory written by `janus_jax.checkpoint.convert` / `store.save_checkpoint`.
+    checkpoint_dir: directory written by `janus_jax.checkpoint.convert` / `store.save_checkpoint` (local or remote,
+      e.g. `gs://bucket/ckpt`).
     dtype: compute and param dtype override, e.g. "bfloat16" (default: as stored).
     template: chat template override ("deepseek" for Janus-Pro, "deepseek_old" for Janus-1.3B).
     mesh, rules: shard the params over a device mesh by logical axis names (see `janus_jax.sharding`).
   """
   from janus_jax.checkpoint import store
-  checkpoint_dir = os.path.expanduser(os.fspath(checkpoint_dir))
+  checkpoint_dir = paths.resolve(checkpoint_dir)
   params, cfg = store.load_checkpoint(checkpoint_dir, dtype=dtype, mesh=mesh, rules=rules)  # straight onto the mesh
   if dtype is not None:
     cfg = cfg.with_dtype(dtype)

@@ -6,16 +6,17 @@
                        --out DIR [--save-tokens FILE.npy] [--greedy]
   janus-jax eval       --checkpoint DIR --data-dir DIR [--tfds-name janus_shapes/default] --out eval.json
   janus-jax pairs      --jsonl ROWS.jsonl --out TRAIN.arrayrecord [--image-root DIR]   (your own training data)
+Checkpoint, image, data and output paths may be local or remote (gs://...).
 Training: python -m janus_jax.main --config=experiments/<x>.py[:arg] --workdir=DIR
 """
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 import numpy as np
 
+from janus_jax import paths
 from janus_jax.processing.image import image_grid
 
 
@@ -35,9 +36,9 @@ def _understand(args) -> int:
 
 def _pairs(args) -> int:
   from janus_jax.data.sources import write_pairs
-  out = os.path.expanduser(args.out)
-  os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-  n = write_pairs(os.path.expanduser(args.jsonl), out, os.path.expanduser(args.image_root) if args.image_root else None)
+  out = paths.resolve(args.out)
+  out.parent.mkdir(parents=True, exist_ok=True)
+  n = write_pairs(paths.resolve(args.jsonl), out, paths.resolve(args.image_root) if args.image_root else None)
   print(f"wrote {n} record(s) to {out}; train on it with "
         f"--config.input.sources=\"({{'kind': 'pairs', 'paths': '{out}'}},)\"")
   return 0
@@ -58,21 +59,27 @@ def _generate(args) -> int:
   from PIL import Image
   import janus_jax
   pipe = janus_jax.load(args.checkpoint, dtype=args.dtype)
-  noise = np.load(args.noise) if args.noise else None
+  noise = None
+  if args.noise:
+    with paths.resolve(args.noise).open("rb") as f:
+      noise = np.load(f)
   out = pipe.generate(args.prompt, num_images=args.num_images, cfg_weight=args.cfg_weight,
                       temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, greedy=args.greedy,
                       seed=args.seed, progress=not args.quiet, num_steps=args.num_steps, solver=args.solver,
                       time_shift=args.time_shift, prompt_cache=not args.no_prompt_cache, noise=noise)
-  os.makedirs(args.out, exist_ok=True)
-  paths = []
-  for i, img in enumerate(out.images):
-    path = os.path.join(args.out, f"image_{i:03d}.png")
-    Image.fromarray(img).save(path)
-    paths.append(path)
-  Image.fromarray(image_grid(out.images)).save(os.path.join(args.out, "grid.png"))
+  out_dir = paths.resolve(args.out)
+  out_dir.mkdir(parents=True, exist_ok=True)
+  images = [(f"image_{i:03d}.png", img) for i, img in enumerate(out.images)]
+  for name, img in images + [("grid.png", image_grid(out.images))]:
+    with (out_dir / name).open("wb") as f:
+      Image.fromarray(img).save(f, format="PNG")
   if args.save_tokens:
-    np.save(args.save_tokens, out.tokens if out.tokens is not None else out.latents)
-  print(f"wrote {len(paths)} image(s) and grid.png to {args.out}")
+    tokens = paths.resolve(args.save_tokens)
+    if not tokens.name.endswith(".npy"):  # What np.save(filename) does.
+      tokens = tokens.with_name(tokens.name + ".npy")
+    with tokens.open("wb") as f:
+      np.save(f, out.tokens if out.tokens is not None else out.latents)
+  print(f"wrote {len(images)} image(s) and grid.png to {args.out}")
   return 0
 
 

@@ -33,9 +33,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import warnings
-from pathlib import Path
 from typing import Any, Mapping
 
+from etils import epath
+
+from janus_jax import paths
 from janus_jax.models.configs import (AlignerConfig, GenHeadConfig, JanusConfig, LlamaConfig, SiglipConfig,
                                       VQConfig)
 
@@ -294,15 +296,14 @@ def load_janus_config(directory) -> tuple[JanusConfig, dict[str, Any]]:
   image_token_id (or None), tie_word_embeddings (effective value), bos/eos/pad_token_id (from the LLM config, may be
   None), transformers_version, defaults_used (list of 'section.field=value' filled from reference defaults).
   """
-  directory = Path(directory)
+  directory = paths.resolve(directory)
   path = directory / CONFIG_FILE if directory.is_dir() or not directory.suffix else directory
   if not path.is_file():
     raise FileNotFoundError(f"No {CONFIG_FILE} in {path.parent}. Pass a Janus / Janus-Pro / JanusFlow checkpoint "
                             "directory (DeepSeek `MultiModalityCausalLM` or transformers "
                             "`JanusForConditionalGeneration`).")
   try:
-    with open(path) as fh:
-      raw = json.load(fh)
+    raw = json.loads(path.read_text())
   except json.JSONDecodeError as e:
     raise ConfigError(f"{path} is not valid JSON: {e}") from None
   if not isinstance(raw, dict):
@@ -397,16 +398,14 @@ def deepseek_config_dict(cfg: JanusConfig, torch_dtype: str = "float32") -> dict
                                                                   image_token_size=g.image_token_size)))
 
 
-def write_deepseek_config(cfg: JanusConfig, path, torch_dtype: str = "float32") -> Path:
+def write_deepseek_config(cfg: JanusConfig, path, torch_dtype: str = "float32") -> epath.Path:
   """Writes a DeepSeek-layout config.json for `cfg` (Janus or, for a flow config, JanusFlow layout) to `path` (a
-  directory, or a file path ending in .json)."""
-  path = Path(path)
+  directory, or a file path ending in .json; local or remote)."""
+  path = paths.resolve(path)
   if path.suffix != ".json":
     path.mkdir(parents=True, exist_ok=True)
     path = path / CONFIG_FILE
-  with open(path, "w") as fh:
-    json.dump(deepseek_config_dict(cfg, torch_dtype), fh, indent=2)
-    fh.write("\n")
+  path.write_text(json.dumps(deepseek_config_dict(cfg, torch_dtype), indent=2) + "\n")
   return path
 
 

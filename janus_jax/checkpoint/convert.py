@@ -6,23 +6,27 @@ transformers `JanusForConditionalGeneration` layout and the official JanusFlow l
 layout is detected from config.json. JanusFlow's VAE is not in its checkpoint: pass the diffusers AutoencoderKL
 directory it was trained with (a local copy of stabilityai/sdxl-vae) as `vae=` / `--vae`; it is stored under
 params["vae"]. JanusFlow's training-only REPA head is neither expected nor stored (training initialises it).
-The mapping is strict: one error lists every missing, unexpected or mis-shaped tensor.
+The mapping is strict: one error lists every missing, unexpected or mis-shaped tensor, before any tensor is read.
+Tensors are then read one at a time, mapped and cast into the output, so the converter's memory is about the output
+plus the largest source tensor. Every path may be local or remote (`gs://...`; PyTorch `.bin` files local only).
 
     python -m janus_jax.checkpoint.convert --from JanusFlow-1.3B --vae sdxl-vae --to ckpts/janusflow-1.3b
 """
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
+from etils import epath
 
+from janus_jax import paths
 from janus_jax.checkpoint import hf_layout, janusflow_layout, store
 from janus_jax.checkpoint.config_json import ConfigError, load_janus_config
 from janus_jax.checkpoint.mapping import CheckpointMismatchError, state_dict_to_params
-from janus_jax.checkpoint.reader import read_state_dict
+from janus_jax.checkpoint.reader import open_state_dict
 
 # Tensors the official checkpoints contain but no janus_jax module uses: the SigLIP attention-pool head (built but
 # never run, `ignore_head=True`) and the VQ codebook-usage buffer (janus_models.md 1.2, 1.5).
@@ -40,21 +44,21 @@ class MissingVAEError(ConfigError):
 
 
 def convert(src_dir, dst_dir, *, vae=None, dtype: str | None = "float32", progress: bool = True,
-            overwrite: bool = False, vae_variant: str | None = None) -> Path:
+            overwrite: bool = False, vae_variant: str | None = None) -> epath.Path:
   """Converts `src_dir` (PyTorch checkpoint) into a janus_jax checkpoint at `dst_dir`.
 
   Args:
-    src_dir: local checkpoint directory with config.json and weights (+ tokenizer files, copied along).
+    src_dir: checkpoint directory with config.json and weights (+ tokenizer files, copied along).
     dst_dir: output directory (created).
-    vae: JanusFlow only (required there): a local diffusers AutoencoderKL directory (the SDXL-VAE); its config
+    vae: JanusFlow only (required there): a diffusers AutoencoderKL directory (the SDXL-VAE); its config
       becomes `cfg.vae` and its weights `params["vae"]`.
     dtype: param dtype of the output, 'float32' (default; None means the same), 'bfloat16' or 'float16'.
       The stored config's `param_dtype` fields record it.
-    progress: tqdm bar while reading, and a printed summary.
+    progress: tqdm bar while converting, and a printed summary.
     overwrite: replace an existing janus_jax checkpoint at `dst_dir`.
     vae_variant: weight-file variant of the VAE directory, e.g. 'fp16' for diffusion_pytorch_model.fp16.safetensors.
   Returns:
-    the absolute path of the written checkpoint.
+    the absolute path of the written checkpoint (an epath.Path).
   Raises:
     CheckpointMismatchError listing every missing / unexpected / mis-shaped tensor; MissingVAEError for a JanusFlow
     checkpoint without `vae`; ConfigError, CheckpointReadError or FileNotFoundError for unreadable inputs.
@@ -64,7 +68,7 @@ def convert(src_dir, dst_dir, *, vae=None, dtype: str | None = "float32", progre
   if dtype not in DTYPES:
     raise ValueError(f"dtype={dtype!r} is not supported; choose one of {list(DTYPES)}.")
   t0 = time.time()
-  src_dir = Path(src_dir).expanduser()
+  src_dir = paths.resolve(src_dir)
   cfg, info = load_janus_config(src_dir)
   vae_params = None
   if cfg.is_flow:
@@ -77,7 +81,7 @@ def convert(src_dir, dst_dir, *, vae=None, dtype: str | None = "float32", progre
     raise ConfigError(f"--vae / vae= applies to JanusFlow checkpoints only; {src_dir} is a {info['layout']}-layout "
                       "Janus / Janus-Pro checkpoint (its VQ tokenizer is inside the checkpoint). Drop the option.")
   cfg = store.with_param_dtype(cfg, dtype)
-  state = read_state_dict(src_dir, progress=progress)
+  state = open_state_dict(src_dir)  # Headers only: each tensor is read when it is mapped.
   source_keys = len(state)
   hf = not cfg.is_flow and hf_layout.is_hf_layout(state)
   if hf:
@@ -88,17 +92,25 @@ def convert(src_dir, dst_dir, *, vae=None, dtype: str | None = "float32", progre
   ignore = IGNORED_PREFIXES
   if cfg.is_flow:
     target, ignore = janusflow_layout.checkpoint_target(target), janusflow_layout.IGNORED_PREFIXES
-  params = state_dict_to_params(state, target, ignore=ignore, what=f"checkpoint {src_dir}")
+  bar = None
+  if progress:
+    from tqdm.auto import tqdm  # pylint: disable=import-outside-toplevel
+    bar = tqdm(total=sum(not k.startswith(ignore) for k in state), desc=f"converting {src_dir.name}", unit="tensor")
+  try:
+    params = state_dict_to_params(state, target, ignore=ignore, what=f"checkpoint {src_dir}", bar=bar)
+  finally:
+    if bar is not None:
+      bar.close()
   del state
   if vae_params is not None:
     params["vae"] = vae_params
   n_params = sum(int(np.size(x)) for x in _leaves(params))
-  extra = dict(source=str(src_dir.absolute()), source_layout=info["layout"], weights_layout=(
+  extra = dict(source=str(src_dir), source_layout=info["layout"], weights_layout=(
       "transformers" if hf else "deepseek"), source_torch_dtype=info.get("torch_dtype"), dtype=dtype,
                num_params=n_params, image_token_id=info.get("image_token_id"), bos_token_id=info.get("bos_token_id"),
                eos_token_id=info.get("eos_token_id"), pad_token_id=info.get("pad_token_id"),
                config_defaults_used=info.get("defaults_used", []), template=chat_template_of(src_dir),
-               generation_mode=cfg.generation_mode, vae_source=str(Path(vae).expanduser().absolute()) if vae else None)
+               generation_mode=cfg.generation_mode, vae_source=str(paths.resolve(vae)) if vae else None)
   out = store.save_checkpoint(dst_dir, params, cfg, tokenizer_dir=src_dir, extra_info=extra, overwrite=overwrite)
   if progress:
     copied = store.load_info(out).get("tokenizer_files", [])
@@ -118,8 +130,9 @@ def convert(src_dir, dst_dir, *, vae=None, dtype: str | None = "float32", progre
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
   """The `convert` options (--from, --to, --vae, --vae-variant, --dtype, --overwrite, --quiet) on `parser`."""
-  parser.add_argument("--from", dest="src", required=True, help="local checkpoint directory (config.json + weights)")
-  parser.add_argument("--to", dest="dst", required=True, help="output directory (janus_jax checkpoint)")
+  parser.add_argument("--from", dest="src", required=True, help="checkpoint directory (config.json + weights; local "
+                      "or gs://...)")
+  parser.add_argument("--to", dest="dst", required=True, help="output directory (janus_jax checkpoint; local or gs://)")
   parser.add_argument("--vae", default=None, help="JanusFlow only: diffusers AutoencoderKL directory (SDXL-VAE, "
                       "e.g. a local copy of stabilityai/sdxl-vae)")
   parser.add_argument("--vae-variant", default=None, help="VAE weight variant, e.g. fp16")
@@ -145,12 +158,11 @@ def main(argv=None) -> int:
   return run(parser.parse_args(argv))
 
 
-def chat_template_of(src_dir: Path) -> str:
+def chat_template_of(src_dir) -> str:
   """The checkpoint's chat template: `sft_format` of processor_config.json ('deepseek' for Janus-Pro,
   'deepseek_old' for Janus-1.3B / JanusFlow); 'deepseek' when the file is absent (transformers layout)."""
-  path = Path(src_dir) / "processor_config.json"
+  path = paths.resolve(src_dir) / "processor_config.json"
   if path.is_file():
-    import json  # pylint: disable=import-outside-toplevel
     fmt = json.loads(path.read_text()).get("sft_format")
     if fmt in ("deepseek", "deepseek_old"):
       return fmt

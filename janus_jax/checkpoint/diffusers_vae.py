@@ -16,11 +16,12 @@ from __future__ import annotations
 import json
 import re
 import warnings
-from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
+from etils import epath
 
+from janus_jax import paths
 from janus_jax.checkpoint import reader
 from janus_jax.checkpoint.config_json import ConfigError
 from janus_jax.checkpoint.mapping import CheckpointMismatchError, flatten, state_dict_to_params
@@ -88,8 +89,8 @@ def vae_config_from_diffusers(config: Mapping[str, Any], *, dtype: str = "float3
                      dtype=dtype, param_dtype=param_dtype)
 
 
-def _resolve_dir(path) -> Path:
-  path = Path(path).expanduser()
+def _resolve_dir(path) -> epath.Path:
+  path = paths.resolve(path)
   if not path.is_dir():
     raise FileNotFoundError(f"diffusers VAE directory {str(path)!r} does not exist (or is not a directory).")
   if not (path / CONFIG_FILE).is_file() and (path / "vae" / CONFIG_FILE).is_file():
@@ -100,18 +101,19 @@ def _resolve_dir(path) -> Path:
   return path
 
 
-def _read_weights(directory: Path, variant: str | None) -> dict[str, np.ndarray]:
+def _read_weights(directory: epath.Path, variant: str | None) -> dict[str, reader.LazyTensor]:
+  """The VAE's tensors, unread (`reader.LazyTensor`s)."""
   stem = WEIGHTS_NAME if variant is None else f"{WEIGHTS_NAME}.{variant}"
-  for ext, read in (("safetensors", reader.read_safetensors), ("bin", reader.read_torch_bin)):
+  for ext, open_file in (("safetensors", reader.open_safetensors), ("bin", reader.open_torch_bin)):
     single = directory / f"{stem}.{ext}"
     if single.is_file():
-      return read(single)
+      return open_file(single)
     index = directory / f"{stem}.{ext}.index.json"
     if index.is_file():
       weight_map = reader._read_index(index)  # pylint: disable=protected-access
-      out: dict[str, np.ndarray] = {}
+      out: dict[str, reader.LazyTensor] = {}
       for shard in sorted(set(weight_map.values())):
-        out.update(read(directory / shard))
+        out.update(open_file(directory / shard))
       lost = sorted(k for k in weight_map if k not in out)
       if lost:
         raise reader.CheckpointReadError(f"{index} lists tensors missing from their shards, e.g. {lost[:10]}.")
@@ -125,8 +127,8 @@ def _read_weights(directory: Path, variant: str | None) -> dict[str, np.ndarray]
 
 def normalize_state_dict(state: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
   """Renames legacy attention tensors (query/key/value/proj_attn) to the current diffusers names and squeezes
-  1x1-conv attention weights (C, C, 1, 1) to Linear (C, C). Raises CheckpointMismatchError when a tensor appears
-  under both its legacy and its current name."""
+  1x1-conv attention weights (C, C, 1, 1) to Linear (C, C) (unread `reader.LazyTensor`s stay unread). Raises
+  CheckpointMismatchError when a tensor appears under both its legacy and its current name."""
   out: dict[str, np.ndarray] = {}
   origin: dict[str, str] = {}
   clashes = []
@@ -136,8 +138,8 @@ def normalize_state_dict(state: Mapping[str, np.ndarray]) -> dict[str, np.ndarra
     if m:
       prefix, name, kind = m.groups()
       new = f"{prefix}.{_LEGACY_ATTN.get(name, name)}.{kind}"
-      if kind == "weight" and value.ndim == 4 and value.shape[2:] == (1, 1):
-        value = value[:, :, 0, 0]
+      if kind == "weight" and value.ndim == 4 and tuple(value.shape[2:]) == (1, 1):
+        value = reader.derive(lambda a: a[:, :, 0, 0], value.shape[:2], value)
     if new in out:
       clashes.append(f"{origin[new]} and {key} both map to {new}")
       continue
@@ -171,7 +173,8 @@ def vae_state_to_params(state: Mapping[str, np.ndarray], cfg: KLVAEConfig, what:
 
 def load_diffusers_vae(path, *, dtype: str = "float32", param_dtype: str = "float32",
                        variant: str | None = None) -> tuple[KLVAEConfig, Any]:
-  """Reads a local diffusers `AutoencoderKL` directory -> (KLVAEConfig, numpy param tree).
+  """Reads a diffusers `AutoencoderKL` directory (local or remote) -> (KLVAEConfig, numpy param tree), one tensor
+  at a time.
 
   Args:
     path: directory with config.json and diffusion_pytorch_model weights (or a pipeline root holding vae/).
@@ -184,8 +187,7 @@ def load_diffusers_vae(path, *, dtype: str = "float32", param_dtype: str = "floa
   """
   directory = _resolve_dir(path)
   try:
-    with open(directory / CONFIG_FILE) as f:
-      config = json.load(f)
+    config = json.loads((directory / CONFIG_FILE).read_text())
   except (json.JSONDecodeError, UnicodeDecodeError) as e:
     raise ConfigError(f"{directory / CONFIG_FILE}: not valid JSON ({e}).") from None
   cfg = vae_config_from_diffusers(config, dtype=dtype, param_dtype=param_dtype)

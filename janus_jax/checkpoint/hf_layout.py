@@ -3,7 +3,8 @@
 The DeepSeek naming is the canonical one in janus_jax (our param tree mirrors it), so a transformers-layout
 checkpoint is first renamed here and then mapped like any DeepSeek checkpoint. This is the inverse of the
 official transformers conversion mapping (parity_references.md), including re-fusing the split SigLIP q/k/v
-projections into one `qkv` tensor and restoring the [1, N, D] position-embedding shape.
+projections into one `qkv` tensor and restoring the [1, N, D] position-embedding shape. Unread tensors
+(`reader.LazyTensor`) stay unread: the fused / reshaped ones become LazyTensors too.
 """
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import re
 from typing import Mapping
 
 import numpy as np
+
+from janus_jax.checkpoint.reader import derive
 
 _VISION_LAYER = re.compile(r"^model\.vision_model\.encoder\.layers\.(\d+)\.(.+)$")
 _ALIGNER = re.compile(r"^model\.(aligner|generation_aligner)\.(fc1|hidden_layers\.(\d+))\.(weight|bias)$")
@@ -43,8 +46,8 @@ def _rename_vq(rest: str) -> str:
 
 
 def hf_to_deepseek(state: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-  """{transformers key: array} -> {DeepSeek key: array}. Keys it does not recognise are kept unchanged (so that a
-  later strict mapping reports them as unexpected instead of silently dropping them)."""
+  """{transformers key: array or LazyTensor} -> {DeepSeek key: same}. Keys it does not recognise are kept unchanged
+  (so that a later strict mapping reports them as unexpected instead of silently dropping them)."""
   out: dict[str, np.ndarray] = {}
   qkv: dict[tuple[str, str], dict[str, np.ndarray]] = {}
   for key, val in state.items():
@@ -55,7 +58,7 @@ def hf_to_deepseek(state: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     elif key.startswith("model.vision_model.embeddings.patch_embedding."):
       out["vision_model.vision_tower.patch_embed.proj." + key.rsplit(".", 1)[1]] = val
     elif key == "model.vision_model.embeddings.position_embedding.weight":
-      out["vision_model.vision_tower.pos_embed"] = np.asarray(val)[None]
+      out["vision_model.vision_tower.pos_embed"] = derive(lambda a: a[None], (1,) + tuple(val.shape), val)
     elif key.startswith("model.vision_model.post_layernorm."):
       out["vision_model.vision_tower.norm." + key.rsplit(".", 1)[1]] = val
     elif m := _VISION_LAYER.match(key):
@@ -87,6 +90,8 @@ def hf_to_deepseek(state: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     if set(parts) != {"q", "k", "v"}:
       missing = sorted({"q", "k", "v"} - set(parts))
       raise ValueError(f"Vision layer {n}: {leaf} of {missing}_proj is missing, cannot fuse q/k/v into qkv.")
-    out[f"vision_model.vision_tower.blocks.{n}.attn.qkv.{leaf}"] = np.concatenate(
-        [np.asarray(parts[c]) for c in "qkv"], axis=0)
+    q, k, v = (parts[c] for c in "qkv")
+    shape = (q.shape[0] + k.shape[0] + v.shape[0],) + tuple(q.shape[1:])
+    out[f"vision_model.vision_tower.blocks.{n}.attn.qkv.{leaf}"] = derive(
+        lambda *a: np.concatenate(a, axis=0), shape, q, k, v)
   return out

@@ -95,60 +95,70 @@ def _to_target_layout(name: str, t: np.ndarray, target_ndim: int) -> np.ndarray:
   return t
 
 
-def state_dict_to_params(state: Mapping[str, np.ndarray], abstract: Mapping[str, Any], *,
-                         ignore: Iterable[str] = (), what: str = "checkpoint") -> dict[str, Any]:
+def _target_layout_shape(name: str, shape: tuple[int, ...], target_ndim: int) -> tuple[int, ...]:
+  """The shape `_to_target_layout` gives a tensor of `shape`, without reading it."""
+  if name == "kernel" and len(shape) == target_ndim and len(shape) in (2, 4):
+    return shape[::-1] if len(shape) == 2 else tuple(shape[i] for i in (2, 3, 1, 0))
+  return shape
+
+
+def state_dict_to_params(state: Mapping[str, Any], abstract: Mapping[str, Any], *,
+                         ignore: Iterable[str] = (), what: str = "checkpoint", bar=None) -> dict[str, Any]:
   """Builds a param tree shaped like `abstract` (leaves with .shape/.dtype) from `state`.
 
+  Every name and shape is checked before any tensor is read; then the tensors are read one at a time (a
+  `reader.LazyTensor` only then), put in the target layout and cast, and scanned layers are written straight into
+  their preallocated stack, so the peak memory is the output plus one source tensor.
+
   Args:
-    state: {dotted torch key: array}, DeepSeek `MultiModalityCausalLM` naming (possibly a sub-prefix of it).
+    state: {dotted torch key: array or LazyTensor}, DeepSeek `MultiModalityCausalLM` naming (possibly a sub-prefix
+      of it).
     abstract: the target param tree (e.g. `jax.eval_shape(model.init, ...)["params"]`, unboxed).
     ignore: key prefixes that are known to have no place in the model (e.g. unused buffers); skipped silently.
     what: a name for the source, used in the error message.
+    bar: optional tqdm-like progress bar, `update(1)` per tensor read.
   Returns:
-    numpy param tree with the target dtypes.
+    numpy param tree with the target dtypes (a param may share memory with a numpy array of `state` that already
+    has its dtype).
   Raises:
     CheckpointMismatchError listing every missing, unexpected and mis-shaped tensor.
   """
   ignore = tuple(ignore)
   flat_target = flatten(abstract)
-  filled: dict[tuple[str, ...], Any] = {}
-  stacked: dict[tuple[str, ...], dict[int, np.ndarray]] = collections.defaultdict(dict)
+  plan: list[tuple[str, tuple[str, ...], int | None]] = []
+  layers: dict[tuple[str, ...], set[int]] = collections.defaultdict(set)
   unexpected, misshaped = [], []
   for key in sorted(state):
     if ignore and key.startswith(ignore):
       continue
+    shape = tuple(np.shape(state[key]))
     hit = _resolve(key, abstract)
     if hit is None or hit[0] not in flat_target:
-      unexpected.append(f"{key} {tuple(np.shape(state[key]))}")
+      unexpected.append(f"{key} {shape}")
       continue
     path, idx = hit
     target = flat_target[path]
     want = tuple(target.shape[1:]) if idx is not None else tuple(target.shape)
-    arr = _to_target_layout(path[-1], np.asarray(state[key]), len(want))
-    if tuple(arr.shape) != want:
-      misshaped.append(f"{key}: checkpoint {tuple(np.shape(state[key]))} -> expected {want} "
+    if _target_layout_shape(path[-1], shape, len(want)) != want:
+      misshaped.append(f"{key}: checkpoint {shape} -> expected {want} "
                        f"for param {'/'.join(path)}" + (f"[{idx}]" if idx is not None else ""))
       continue
-    arr = arr.astype(target.dtype)
-    if idx is None:
-      filled[path] = arr
-    else:
-      stacked[path][idx] = arr
+    plan.append((key, path, idx))
+    if idx is not None:
+      layers[path].add(idx)
   missing = []
+  have_all = {path for _, path, idx in plan if idx is None}
   for path, target in flat_target.items():
-    if path in filled:
+    if path in have_all:
       continue
-    if path in stacked:
+    if path in layers:
       n = target.shape[0]
-      have = stacked[path]
-      lost = [i for i in range(n) if i not in have]
-      extra = sorted(i for i in have if i >= n)
+      lost = [i for i in range(n) if i not in layers[path]]
+      extra = sorted(i for i in layers[path] if i >= n)
       if lost:
         missing.append(f"{'/'.join(path)} layers {lost}")
       if extra:
         unexpected.append(f"{'/'.join(path)} layers {extra} (model has {n})")
-      if not lost and not extra:
-        filled[path] = np.stack([have[i] for i in range(n)])
       continue
     missing.append(f"{'/'.join(path)} {tuple(target.shape)}")
   if missing or unexpected or misshaped:
@@ -160,4 +170,17 @@ def state_dict_to_params(state: Mapping[str, np.ndarray], abstract: Mapping[str,
     lines.append("Fix: check that the checkpoint and the model config describe the same architecture "
                  "(sizes, number of layers, vocabulary), or that the checkpoint files are complete.")
     raise CheckpointMismatchError("\n".join(lines))
-  return unflatten(filled)
+  filled: dict[tuple[str, ...], np.ndarray] = {}
+  for key, path, idx in plan:
+    target = flat_target[path]
+    arr = _to_target_layout(path[-1], np.asarray(state[key]), len(target.shape) - (idx is not None))
+    if idx is None:
+      filled[path] = np.asarray(arr, dtype=target.dtype)
+    else:
+      if path not in filled:
+        filled[path] = np.empty(target.shape, target.dtype)
+      filled[path][idx] = arr  # Cast while copying into the stack; the source tensor is freed after.
+    del arr
+    if bar is not None:
+      bar.update(1)
+  return unflatten({path: filled[path] for path in flat_target})

@@ -10,6 +10,7 @@ import os
 
 import numpy as np
 
+from janus_jax import paths
 from janus_jax.data import shapes
 from janus_jax.processing import chat
 from janus_jax.processing.tokenizer import train_sentencepiece
@@ -32,22 +33,25 @@ def shapes_texts(spec: shapes.ShapesSpec, num: int, seed: int = 0) -> list[str]:
 
 
 def train_shapes_tokenizer(out_dir: str, spec: shapes.ShapesSpec, vocab_size: int = 512, num_scenes: int = 2000) -> str:
-  """Trains the Shapes sentencepiece model into `out_dir/tokenizer.model`; returns the directory."""
-  os.makedirs(out_dir, exist_ok=True)
-  path = os.path.join(out_dir, "tokenizer.model")
-  if not os.path.exists(path):
-    train_sentencepiece(shapes_texts(spec, num_scenes), os.path.join(out_dir, "tokenizer"), vocab_size)
+  """Trains the Shapes sentencepiece model into `out_dir/tokenizer.model` (local or remote) unless it is there;
+  returns the directory."""
+  out = paths.resolve(out_dir)
+  out.mkdir(parents=True, exist_ok=True)
+  if not (out / "tokenizer.model").exists():
+    train_sentencepiece(shapes_texts(spec, num_scenes), os.fspath(out / "tokenizer"), vocab_size)
   return out_dir
 
 
 def prepare(data_dir: str, config_name: str = "default", vocab_size: int = 512, **split_sizes) -> dict:
-  """Builds janus_shapes/<config_name> in `data_dir` and its tokenizer in `data_dir/tokenizer`; returns paths."""
+  """Builds janus_shapes/<config_name> in `data_dir` (local or remote) and its tokenizer in `data_dir/tokenizer`;
+  returns the absolute paths."""
   from janus_jax.data import shapes_tfds  # pylint: disable=import-outside-toplevel
-  builder = shapes_tfds.prepare_shapes(data_dir, config_name=config_name, **split_sizes)
+  data_dir = paths.resolve(data_dir)
+  builder = shapes_tfds.prepare_shapes(os.fspath(data_dir), config_name=config_name, **split_sizes)
   spec = shapes_tfds.spec_of(builder)
-  tok_dir = train_shapes_tokenizer(os.path.join(data_dir, "tokenizer"), spec, vocab_size)
-  return {"data_dir": os.path.abspath(data_dir), "tfds_name": f"janus_shapes/{config_name}",
-          "tokenizer": os.path.abspath(tok_dir), "spec": spec}
+  tok_dir = train_shapes_tokenizer(os.fspath(data_dir / "tokenizer"), spec, vocab_size)
+  return {"data_dir": os.fspath(data_dir), "tfds_name": f"janus_shapes/{config_name}", "tokenizer": tok_dir,
+          "spec": spec}
 
 
 def main(argv=None) -> int:

@@ -20,6 +20,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from janus_jax import paths as paths_lib
 from janus_jax.data import shapes as shapes_lib
 
 KINDS = ("und", "t2i", "text")
@@ -235,7 +236,7 @@ def pair_kinds(record: dict) -> list[str]:
 
 def kinds_index_path(arrayrecord_path: str) -> str:
   """Where `write_pairs` lists which records make which row kinds."""
-  return arrayrecord_path + ".kinds.json"
+  return os.fspath(arrayrecord_path) + ".kinds.json"
 
 
 def write_pairs(jsonl_path: str, out_path: str, image_root: str | None = None) -> int:
@@ -245,12 +246,14 @@ def write_pairs(jsonl_path: str, out_path: str, image_root: str | None = None) -
     {"image": "cats/1.png", "question": "What animal is it?", "answer": "A cat."}   image-question-answer row
   (both "text" and a question/answer may be on one line). Relative image paths are taken from `image_root`
   (default: the JSONL's folder). A line without an image, without a caption or question/answer, or whose image
-  cannot be read raises a ValueError naming the line; nothing is written then.
+  cannot be read raises a ValueError naming the line; nothing is written then. The JSONL, the images and the
+  `.kinds.json` may be remote (`gs://...`); `out_path` is where array_record can write.
   """
   from array_record.python import array_record_module  # pylint: disable=import-outside-toplevel
-  root = image_root or os.path.dirname(os.path.abspath(jsonl_path))
+  jsonl = paths_lib.resolve(jsonl_path)
+  root = paths_lib.resolve(image_root) if image_root else jsonl.parent
   records, kinds = [], {k: [] for k in KINDS}
-  with open(jsonl_path) as f:
+  with jsonl.open("r") as f:
     for lineno, line in enumerate(f, 1):
       if not line.strip():
         continue
@@ -266,25 +269,25 @@ def write_pairs(jsonl_path: str, out_path: str, image_root: str | None = None) -
         raise ValueError(f"{where}: 'question' and 'answer' go together; got only one of them.")
       if not pair_kinds(item):
         raise ValueError(f"{where}: each line needs a caption ('text') or a 'question' and an 'answer'.")
-      path = item["image"] if os.path.isabs(item["image"]) else os.path.join(root, item["image"])
+      # An absolute local path replaces `root` when joined; a remote one is taken as it is.
+      path = paths_lib.resolve(item["image"]) if paths_lib.is_remote(item["image"]) else root / item["image"]
       try:
-        with open(path, "rb") as img:
-          data = img.read()
+        data = path.read_bytes()
         _image(data)  # decodable
-      except (OSError, ValueError) as e:
+      except Exception as e:  # pylint: disable=broad-except  # OSError, ValueError, or a remote backend's own error.
         raise ValueError(f"{where}: cannot read image {path}: {e}. Fix the path (relative paths start at "
                          f"{root}) or drop the line.") from None
       for kind in pair_kinds(item):
         kinds[kind].append(len(records))
       records.append(json.dumps(dict({k: v for k, v in item.items() if k != "image"}, image_bytes=data.hex())))
-  writer = array_record_module.ArrayRecordWriter(out_path, "group_size:1")
+  out_path = paths_lib.resolve(out_path)
+  writer = array_record_module.ArrayRecordWriter(os.fspath(out_path), "group_size:1")
   try:
     for record in records:
       writer.write(record.encode())
   finally:
     writer.close()
-  with open(kinds_index_path(out_path), "w") as f:
-    json.dump(kinds, f)
+  paths_lib.resolve(kinds_index_path(out_path)).write_text(json.dumps(kinds))
   return len(records)
 
 
@@ -294,19 +297,19 @@ class PairsSource:
 
   def __init__(self, paths: str | Sequence[str]):
     import grain  # pylint: disable=import-outside-toplevel
-    paths = [paths] if isinstance(paths, str) else list(paths)
-    paths = [os.path.expanduser(p) for p in paths]
+    paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+    paths = [os.fspath(paths_lib.resolve(p)) for p in paths]
     self._src = grain.sources.ArrayRecordDataSource(paths)
     self.kinds: dict[str, list[int]] | None = {k: [] for k in KINDS}
     offset = 0
     for p in paths:
       n = len(grain.sources.ArrayRecordDataSource([p]))
-      if not os.path.isfile(kinds_index_path(p)):
+      index = paths_lib.resolve(kinds_index_path(p))
+      if not index.is_file():
         self.kinds = None
       elif self.kinds is not None:
-        with open(kinds_index_path(p)) as f:
-          for kind, idx in json.load(f).items():
-            self.kinds[kind].extend(offset + i for i in idx)
+        for kind, idx in json.loads(index.read_text()).items():
+          self.kinds[kind].extend(offset + i for i in idx)
       offset += n
 
   def __len__(self):
@@ -334,8 +337,10 @@ def pairs(source) -> Adapter:
 
 
 # --- From config ------------------------------------------------------------------------------------------------
-def tfds_source(name: str, split: str, data_dir: str | None, per_process: bool = True):
-  """`tfds.data_source` of an already prepared dataset, split per JAX process when `per_process`."""
+def tfds_source(name: str, split: str, data_dir: str | None, per_process: bool = False):
+  """`tfds.data_source` of an already prepared dataset (random access). Training reads the whole split on every
+  process and takes its rows of each global batch by index (`pipeline.ProcessShare`), so it is not split per
+  process; `per_process=True` gives this process its `tfds.split_for_jax_process` part instead."""
   import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
   if per_process:
     split = tfds.split_for_jax_process(split)

@@ -6,11 +6,13 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from typing import Any, Sequence
 
 import numpy as np
 
+from janus_jax import paths
 from janus_jax.data import shapes
 from janus_jax.evals.geneval import score_generations, score_understanding
 
@@ -70,19 +72,21 @@ def evaluate(pipe, spec: shapes.ShapesSpec, records: Sequence[dict], *, n_per_ca
 
 
 def write_json(results: dict, path: str) -> None:
-  with open(path, "w") as f:
-    json.dump(results, f, indent=2, default=float)
+  """Writes `results` as indented JSON to `path` (local or remote)."""
+  paths.resolve(path).write_text(json.dumps(results, indent=2, default=float))
 
 
 def evaluate_checkpoint(checkpoint: str, data_dir: str, tfds_name: str = "janus_shapes/default", *,
                         n_per_category: int = 25, num_questions: int = 300, cfg_weight: float = 5.0,
                         temperature: float = 1.0, seed: int = 0) -> dict[str, Any]:
-  """Loads a janus_jax checkpoint and evaluates it on the prepared Shapes dataset's test split."""
+  """Loads a janus_jax checkpoint and evaluates it on the prepared Shapes dataset's test split (both paths local or
+  remote)."""
   import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
   import janus_jax  # pylint: disable=import-outside-toplevel
   from janus_jax.data.shapes_tfds import spec_of  # pylint: disable=import-outside-toplevel
   from janus_jax.data.sources import tfds_source  # pylint: disable=import-outside-toplevel
   pipe = janus_jax.load(checkpoint)
+  data_dir = os.fspath(paths.resolve(data_dir))
   spec = spec_of(tfds.builder(tfds_name, data_dir=data_dir))
   src = tfds_source(tfds_name, "test", data_dir, per_process=False)
   records = [src[i] for i in range(min(len(src), num_questions))]

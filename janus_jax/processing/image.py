@@ -13,6 +13,8 @@ from typing import Sequence, Union
 import numpy as np
 from PIL import Image
 
+from janus_jax import paths
+
 ImageLike = Union[str, os.PathLike, Image.Image, np.ndarray]
 
 BACKGROUND = (127, 127, 127)  # tuple(int(0.5 * 255) for _ in range(3)), from the shipped image_mean.
@@ -71,10 +73,12 @@ def _array_to_pil(array: np.ndarray) -> Image.Image:
 
 
 def _open_file(path: str) -> Image.Image:
-  if not os.path.isfile(path):
+  """The image at `path` (local or remote, e.g. `gs://`), decoded from its file object."""
+  file = paths.resolve(path)
+  if not file.is_file():
     raise FileNotFoundError(f"Image file '{path}' does not exist (or is not a file).")
   try:
-    with Image.open(path) as img:
+    with file.open("rb") as f, Image.open(f) as img:
       img.load()
       return img.copy()
   except Exception as e:  # PIL raises many types (UnidentifiedImageError, OSError, SyntaxError, ...).
@@ -82,7 +86,8 @@ def _open_file(path: str) -> Image.Image:
 
 
 def load_image(image: ImageLike) -> Image.Image:
-  """An RGB PIL image from a file path, a PIL image or a `uint8[H, W(, C)]` array (see `to_rgb`)."""
+  """An RGB PIL image from a file path (local or remote), a PIL image or a `uint8[H, W(, C)]` array (see
+  `to_rgb`)."""
   if isinstance(image, (str, os.PathLike)):
     path = os.fspath(image)
     img = _open_file(path)

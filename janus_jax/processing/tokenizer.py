@@ -5,16 +5,20 @@ between checkpoints (e.g. pad is 100002 in Janus-Pro-1B and 100015 in Janus-Pro-
 
 The DeepSeek names of BOS / EOS / pad / begin-of-generation use the full-width bar "｜" (U+FF5C) and the
 lower-one-eighth block "▁" (U+2581); they are written with escapes below so they cannot be mistyped.
+Tokenizer files may be local or remote (`gs://...`, any `etils.epath` path): they are read as bytes / text.
 """
 from __future__ import annotations
 
 import abc
 import dataclasses
 import functools
+import io
 import json
 import os
 import re
 from typing import Iterable, Sequence
+
+from janus_jax import paths
 
 BOS_TOKEN = "<\uff5cbegin\u2581of\u2581sentence\uff5c>"
 EOS_TOKEN = "<\uff5cend\u2581of\u2581sentence\uff5c>"
@@ -155,19 +159,19 @@ def _token_name(value) -> str | None:
   return value if isinstance(value, str) else None
 
 
-def _read_json(path: str) -> dict:
-  if not os.path.isfile(path):
+def _read_json(path) -> dict:
+  path = paths.resolve(path)
+  if not path.is_file():
     return {}
-  with open(path, encoding="utf-8") as f:
-    data = json.load(f)
+  data = json.loads(path.read_text(encoding="utf-8"))
   return data if isinstance(data, dict) else {}
 
 
-def _special_names(directory: str) -> dict[str, str]:
+def _special_names(directory) -> dict[str, str]:
   """bos/eos/pad names from `tokenizer_config.json`, overridden by `special_tokens_map.json` (as HF does)."""
   names = {}
   for filename in ("tokenizer_config.json", "special_tokens_map.json"):
-    config = _read_json(os.path.join(directory, filename))
+    config = _read_json(paths.resolve(directory) / filename)
     for key in ("bos", "eos", "pad"):
       name = _token_name(config.get(f"{key}_token"))
       if name:
@@ -187,17 +191,17 @@ class HFTokenizer(Tokenizer):
   def __init__(self, path: str | os.PathLike):
     import tokenizers  # Local import: only this class needs the library.
 
-    path = os.fspath(path)
-    if os.path.isdir(path):
-      path = os.path.join(path, "tokenizer.json")
-    if not os.path.isfile(path):
-      raise FileNotFoundError(f"Tokenizer file '{path}' does not exist.")
-    self.path = path
+    file = paths.resolve(path)
+    if file.is_dir():
+      file = file / "tokenizer.json"
+    self.path = os.fspath(file)
+    if not file.is_file():
+      raise FileNotFoundError(f"Tokenizer file '{self.path}' does not exist.")
     try:
-      self._tok = tokenizers.Tokenizer.from_file(path)
+      self._tok = tokenizers.Tokenizer.from_str(file.read_text(encoding="utf-8"))
     except Exception as e:
-      raise ValueError(f"Cannot parse tokenizer file '{path}': {e}") from e
-    names = _special_names(os.path.dirname(path))
+      raise ValueError(f"Cannot parse tokenizer file '{self.path}': {e}") from e
+    names = _special_names(file.parent)
     self.bos_token = names.get("bos", BOS_TOKEN)
     self.eos_token = names.get("eos", EOS_TOKEN)
     self.pad_token = names.get("pad", PAD_TOKEN)
@@ -241,11 +245,12 @@ class SentencePieceTokenizer(Tokenizer):
   def __init__(self, model_path: str | os.PathLike):
     import sentencepiece as spm  # Local import: only this class needs the library.
 
-    self.path = os.fspath(model_path)
-    if not os.path.isfile(self.path):
+    file = paths.resolve(model_path)
+    self.path = os.fspath(file)
+    if not file.is_file():
       raise FileNotFoundError(f"SentencePiece model '{self.path}' does not exist.")
     try:
-      self._sp = spm.SentencePieceProcessor(model_file=self.path)
+      self._sp = spm.SentencePieceProcessor(model_proto=file.read_bytes())
     except Exception as e:
       raise ValueError(f"Cannot load SentencePiece model '{self.path}': {e}") from e
     self.bos_token = self._piece_or(self._sp.bos_id(), BOS_TOKEN)
@@ -320,7 +325,8 @@ def train_sentencepiece(
     quiet: bool = True,
     **trainer_kwargs,
 ) -> str:
-  """Trains a SentencePiece model whose vocab holds the Janus special tokens; returns the `.model` path.
+  """Trains a SentencePiece model whose vocab holds the Janus special tokens; returns the `.model` path (a remote
+  `model_prefix` gets the `.model` only, no `.vocab`).
 
   BOS/EOS/pad get the DeepSeek names at the given ids; the Janus tags (`JANUS_SPECIAL_TOKENS`, plus
   `extra_symbols`) are user-defined symbols. Normalisation is "identity" (NFKC would turn the full-width
@@ -330,6 +336,7 @@ def train_sentencepiece(
   import sentencepiece as spm
 
   prefix = os.fspath(model_prefix)
+  remote = paths.is_remote(prefix)
   options = dict(
       model_prefix=prefix,
       vocab_size=vocab_size,
@@ -352,11 +359,20 @@ def train_sentencepiece(
   )
   options.update(trainer_kwargs)
   sentences = (t for t in texts if t)
+  model = None
+  if remote:  # The trainer writes local files only: take the model as bytes and write it with epath.
+    model = io.BytesIO()
+    options["model_writer"] = model
+    del options["model_prefix"]
   if quiet:
-    with open(os.devnull, "w") as devnull:
+    with open(os.devnull, "w") as devnull:  # The trainer logs to a file descriptor.
       spm.SentencePieceTrainer.train(sentence_iterator=sentences, logstream=devnull, **options)
   else:
     spm.SentencePieceTrainer.train(sentence_iterator=sentences, **options)
+  if model is not None:
+    out = paths.resolve(prefix + ".model")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(model.getvalue())
   return prefix + ".model"
 
 
@@ -365,33 +381,36 @@ def train_sentencepiece(
 # ------------------------------------------------------------------------------------------------
 
 
-def _find_in_directory(directory: str) -> Tokenizer:
-  hf_path = os.path.join(directory, "tokenizer.json")
-  if os.path.isfile(hf_path):
+def _find_in_directory(directory) -> Tokenizer:
+  directory = paths.resolve(directory)
+  hf_path = directory / "tokenizer.json"
+  if hf_path.is_file():
     return HFTokenizer(hf_path)
-  models = sorted(f for f in os.listdir(directory) if f.endswith(".model"))
+  found = sorted(p.name for p in directory.iterdir())
+  models = [f for f in found if f.endswith(".model")]
   if "tokenizer.model" in models:
     models = ["tokenizer.model"]
   if len(models) == 1:
-    return SentencePieceTokenizer(os.path.join(directory, models[0]))
+    return SentencePieceTokenizer(directory / models[0])
   if len(models) > 1:
     raise ValueError(
         f"Directory '{directory}' holds several SentencePiece models {models}; pass the file to load.")
   raise FileNotFoundError(
       f"No tokenizer found in directory '{directory}': expected 'tokenizer.json' (HF / DeepSeek) or a "
-      f"SentencePiece '*.model' file (e.g. 'tokenizer.model'). Found: {sorted(os.listdir(directory))}.")
+      f"SentencePiece '*.model' file (e.g. 'tokenizer.model'). Found: {found}.")
 
 
 def load_tokenizer(directory_or_file: str | os.PathLike) -> Tokenizer:
-  """Loads `tokenizer.json` (HF) or a `*.model` (SentencePiece) from a file or a checkpoint directory."""
-  path = os.fspath(directory_or_file)
-  if os.path.isdir(path):
+  """Loads `tokenizer.json` (HF) or a `*.model` (SentencePiece) from a file or a checkpoint directory, local or
+  remote."""
+  path = paths.resolve(directory_or_file)
+  if path.is_dir():
     return _find_in_directory(path)
-  if not os.path.isfile(path):
+  if not path.is_file():
     raise FileNotFoundError(f"Tokenizer path '{path}' does not exist.")
-  if path.endswith(".json"):
+  if path.name.endswith(".json"):
     return HFTokenizer(path)
-  if path.endswith(".model"):
+  if path.name.endswith(".model"):
     return SentencePieceTokenizer(path)
   raise ValueError(
       f"Unknown tokenizer file '{path}': expected a 'tokenizer.json' (HF) or a SentencePiece '*.model' file.")
