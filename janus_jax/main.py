@@ -15,28 +15,34 @@ eval), prepare / vq (stop after that stage), eval (evaluate <workdir>/model). Ev
 workdir holds. Settings and inputs are checked before any work starts; a bad one ends with a message naming the
 field and the fix (exit status 2). A run stopped by SIGTERM saves a checkpoint, exports nothing and exits with
 status 75 (EX_TEMPFAIL: restart the same command to resume).
-Any config field can be overridden: --config.train.num_steps=100. On several hosts, `jax.distributed.initialize()`
-runs first (set JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID, or let the TPU / SLURM cluster
-environment provide them).
+Any config field can be overridden: --config.train.num_steps=100.
+Many hosts: every process runs the same command. `--distributed=auto` (default) calls `jax.distributed.initialize()`
+when the environment is a cluster (JAX_COORDINATOR_ADDRESS + JAX_NUM_PROCESSES + JAX_PROCESS_ID, SLURM with several
+tasks, Open MPI, multi-host Cloud TPU: `janus_jax.distributed`); `on` / `off` force it. Each process reads its share
+of every global batch; process 0 alone writes metrics, samples, reports and the exported config (orbax writes every
+process's shards). Workdirs, data dirs and checkpoints may be `gs://` paths. The Shapes image-tokenizer stage runs
+on one process: run `--mode=vq` once on one host, then the multi-host command reuses <workdir>/init_model.
 """
 from __future__ import annotations
 
 import dataclasses
 import difflib
 import json
-import os
 import sys
 import time
 
 from absl import app, flags
 from ml_collections import config_flags
 
+from janus_jax import distributed, paths
 from janus_jax.train.inputs import ConfigError, TrainInputs, check_init_from, check_inputs, check_settings
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "experiments/<name>.py[:arg]", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "where checkpoints, metrics and outputs go")
 _MODE = flags.DEFINE_enum("mode", None, ["all", "prepare", "vq", "train", "eval"], "what to run (default: the "
                           "config's `mode`, else 'train')")
+_DISTRIBUTED = flags.DEFINE_enum("distributed", "auto", list(distributed.MODES), "jax.distributed.initialize(): "
+                                 "auto = when the environment is a cluster, on = always, off = never")
 EXIT_CONFIG_ERROR = 2
 EXIT_PREEMPTED = 75
 
@@ -45,16 +51,37 @@ class Preempted(Exception):
   """Training stopped on SIGTERM after saving a checkpoint; nothing was exported."""
 
 
-def _maybe_initialize_distributed() -> None:
+def is_primary() -> bool:
+  """Process 0: the one that writes reports and images (all processes compute)."""
   import jax  # pylint: disable=import-outside-toplevel
-  if os.environ.get("JAX_COORDINATOR_ADDRESS") or int(os.environ.get("JAX_NUM_PROCESSES", "1")) > 1:
-    jax.distributed.initialize()
+  return jax.process_index() == 0
 
 
-def prepare_step(config, workdir: str) -> dict:
+def _barrier(name: str) -> None:
+  import jax  # pylint: disable=import-outside-toplevel
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+    multihost_utils.sync_global_devices(name)
+
+
+def _write_json(path, value) -> None:
+  """`value` as indented JSON at `path` (local or remote), by process 0 only."""
+  if is_primary():
+    import numpy as np  # pylint: disable=import-outside-toplevel
+    paths.resolve(path).write_text(json.dumps(value, indent=2, default=lambda x: float(x) if np.isscalar(x) else str(x)))
+
+
+def prepare_step(config, workdir) -> dict:
+  """The Shapes data + tokenizer in data.data_dir (default <workdir>/data); on several processes process 0 builds
+  it while the others wait, then they open it."""
   from janus_jax.data.prepare import prepare  # pylint: disable=import-outside-toplevel
-  data_dir = os.path.expanduser(config.data.data_dir) if config.data.data_dir else os.path.join(workdir, "data")
-  return prepare(data_dir, config.data.config_name, config.data.vocab_size)
+  data_dir = paths.resolve(config.data.data_dir) if config.data.data_dir else paths.resolve(workdir) / "data"
+  if not is_primary():
+    _barrier("janus_jax_prepare")
+  data = prepare(str(data_dir), config.data.config_name, config.data.vocab_size)
+  if is_primary():
+    _barrier("janus_jax_prepare")
+  return data
 
 
 def shapes_source(data_cfg, data: dict) -> dict:
@@ -80,12 +107,11 @@ def vq_step(config, workdir: str, data: dict, cfg):
   train_images = _images(data["tfds_name"], data["data_dir"], "train", v.num_images)
   eval_images = _images(data["tfds_name"], data["data_dir"], "validation", 512)
   params, report = train_vq(cfg.vq, train_images, eval_images, steps=v.steps, batch_size=v.batch_size,
-                            lr=v.lr, workdir=os.path.join(workdir, "vq"), checkpoint_every=v.steps,
+                            lr=v.lr, workdir=str(paths.resolve(workdir) / "vq"), checkpoint_every=v.steps,
                             restart_every=int(v.get("restart_every", 0)),
                             adversarial_weight=float(v.get("adversarial_weight", 0.0)),
                             adversarial_start=int(v.get("adversarial_start", 0)))
-  with open(os.path.join(workdir, "vq", "report.json"), "w") as f:
-    json.dump(report, f, indent=2, default=float)
+  _write_json(paths.resolve(workdir) / "vq" / "report.json", report)
   print(f"[vq] {report}", flush=True)
   return params, report
 
@@ -99,9 +125,9 @@ def vae_step(config, workdir: str, data: dict, cfg):
   train_images = _images(data["tfds_name"], data["data_dir"], "train", v.num_images)
   eval_images = _images(data["tfds_name"], data["data_dir"], "validation", 512)
   params, report = train_vae(cfg.vae, train_images, eval_images, steps=v.steps, batch_size=v.batch_size, lr=v.lr,
-                             kl_weight=v.kl_weight, workdir=os.path.join(workdir, "vae"), checkpoint_every=v.steps)
-  with open(os.path.join(workdir, "vae", "report.json"), "w") as f:
-    json.dump(report, f, indent=2, default=float)
+                             kl_weight=v.kl_weight, workdir=str(paths.resolve(workdir) / "vae"),
+                             checkpoint_every=v.steps)
+  _write_json(paths.resolve(workdir) / "vae" / "report.json", report)
   print(f"[vae] psnr {report['psnr']:.2f} dB, latent std {1 / report['scaling_factor']:.3f} -> scaling_factor "
         f"{report['scaling_factor']:.4f}", flush=True)
   return params, report
@@ -109,6 +135,12 @@ def vae_step(config, workdir: str, data: dict, cfg):
 
 def image_tokenizer_step(config, workdir: str, data: dict, cfg):
   """Trains the mode's image tokenizer (VQ or KL-VAE); returns (params, report, model cfg using it)."""
+  import jax  # pylint: disable=import-outside-toplevel
+  if jax.process_count() > 1:
+    raise ConfigError(
+        f"The Shapes image-tokenizer stage runs on one process, and this run has {jax.process_count()}. Fix: run "
+        "the same command once on one process with --mode=vq --distributed=off (it writes <workdir>/init_model), "
+        "then start the multi-process run again; or pass --config.init_from=<a janus_jax checkpoint>.")
   if cfg.is_flow:
     params, report = vae_step(config, workdir, data, cfg)
     cfg = dataclasses.replace(cfg, vae=dataclasses.replace(cfg.vae, scaling_factor=float(report["scaling_factor"])))
@@ -123,7 +155,7 @@ def _initial_checkpoint(config, workdir: str, inputs: TrainInputs, image_tokeniz
   import jax  # pylint: disable=import-outside-toplevel
   from janus_jax.checkpoint import store  # pylint: disable=import-outside-toplevel
   from janus_jax.train import state  # pylint: disable=import-outside-toplevel
-  path = os.path.join(workdir, "init_model")
+  path = str(paths.resolve(workdir) / "init_model")
   if not store.is_checkpoint(path):
     cfg = inputs.model
     params = state.init_model_params(cfg, jax.random.PRNGKey(int(config.seed)))
@@ -161,12 +193,12 @@ def drill_step(config, workdir: str, inputs: TrainInputs) -> str:
   """Runs the `drill` stage (see `drill_config`) unless `<workdir>/drill_model` exists; returns that checkpoint."""
   from janus_jax.checkpoint import store  # pylint: disable=import-outside-toplevel
   from janus_jax.train import loop  # pylint: disable=import-outside-toplevel
-  path = os.path.join(workdir, "drill_model")
+  path = str(paths.resolve(workdir) / "drill_model")
   if not store.is_checkpoint(path):
     print(f"[drill] {config.drill.steps} steps of the text-only letter drill, trainable {list(config.drill.trainable)}"
           f", lr {config.drill.lr}", flush=True)
     drill, drill_inputs = drill_config(config, inputs)
-    state = loop.train(drill, os.path.join(workdir, "drill"), drill_inputs)
+    state = loop.train(drill, paths.resolve(workdir) / "drill", drill_inputs)
     if not loop.finished(state, drill):
       raise Preempted()
     loop.export_model(state, drill_inputs, path, config.template)
@@ -200,7 +232,7 @@ def eval_step(config, checkpoint: str, data: dict, name: str) -> dict:
   return results
 
 
-def _samples_png(config, checkpoint: str, path: str) -> list[str]:
+def _samples_png(config, checkpoint: str, path) -> list[str]:
   """4 CFG samples of each `train.sample_prompts` entry from `checkpoint`, as one grid PNG (4x nearest upscale)."""
   import janus_jax  # pylint: disable=import-outside-toplevel
   from PIL import Image  # pylint: disable=import-outside-toplevel
@@ -208,7 +240,11 @@ def _samples_png(config, checkpoint: str, path: str) -> list[str]:
   prompts = list(config.train.sample_prompts)
   out = janus_jax.load(checkpoint).generate(prompts, num_images=4, cfg_weight=config.eval.cfg_weight, seed=0)
   grid = image_grid(out.images, cols=4)
-  Image.fromarray(grid).resize((grid.shape[1] * 4, grid.shape[0] * 4), Image.NEAREST).save(path)
+  if is_primary():
+    import io  # pylint: disable=import-outside-toplevel
+    buffer = io.BytesIO()
+    Image.fromarray(grid).resize((grid.shape[1] * 4, grid.shape[0] * 4), Image.NEAREST).save(buffer, format="PNG")
+    paths.resolve(path).write_bytes(buffer.getvalue())
   return prompts
 
 
@@ -222,18 +258,20 @@ def check_config(config, mode: str) -> None:
   init_from = config.get("init_from")
   if init_from:
     from janus_jax.train.inputs import model_config  # pylint: disable=import-outside-toplevel
-    check_init_from(os.path.expanduser(init_from), model_config(config))
+    check_init_from(str(paths.resolve(init_from)), model_config(config))
 
 
 def run_all(config, workdir: str, mode: str = "all") -> dict:
   """The main job (see module docstring); returns the summary (with `--mode=all` also `<workdir>/eval.json`)."""
-  import numpy as np  # pylint: disable=import-outside-toplevel
   from janus_jax.checkpoint import store  # pylint: disable=import-outside-toplevel
   from janus_jax.train import loop  # pylint: disable=import-outside-toplevel
+  from janus_jax.train.checkpoint import NotWritableError, writable_dir  # pylint: disable=import-outside-toplevel
   check_config(config, mode)
   t0 = time.time()
-  workdir = os.path.abspath(os.path.expanduser(workdir))
-  os.makedirs(workdir, exist_ok=True)
+  try:
+    workdir = writable_dir(workdir)
+  except NotWritableError as e:
+    raise ConfigError(str(e)) from e
   print(f"workdir: {workdir}", flush=True)
   inputs = TrainInputs.from_config(config)
   if inputs.init_from:
@@ -254,7 +292,7 @@ def run_all(config, workdir: str, mode: str = "all") -> dict:
       print(note, flush=True)
   check_inputs(inputs)
   summary = {"generation_mode": inputs.model.generation_mode}
-  model_ckpt = os.path.join(workdir, "model")
+  model_ckpt = str(workdir / "model")
   if mode == "eval":
     if not store.is_checkpoint(model_ckpt):
       raise ConfigError(f"--mode=eval: {model_ckpt} holds no exported model yet; run --mode=all or --mode=train first.")
@@ -262,6 +300,12 @@ def run_all(config, workdir: str, mode: str = "all") -> dict:
     return summary
   tok_section = "vae" if inputs.model.is_flow else "vq"
   init_ckpt = inputs.init_from
+  existing_init = workdir / "init_model"
+  if not inputs.init_from and data is not None and tok_section in config and jax_process_count() > 1 and \
+      store.is_checkpoint(existing_init):  # written by a one-process --mode=vq run (see the module docstring)
+    from janus_jax.train.inputs import adopt_settings  # pylint: disable=import-outside-toplevel
+    init_ckpt = str(existing_init)
+    inputs = inputs.replace(init_from=init_ckpt, model=adopt_settings(store.load_config(init_ckpt), inputs.model))
   if not inputs.init_from and data is not None and tok_section in config:
     t = time.time()
     tok_params, summary[tok_section], model = image_tokenizer_step(config, workdir, data, inputs.model)
@@ -276,12 +320,13 @@ def run_all(config, workdir: str, mode: str = "all") -> dict:
     inputs = inputs.replace(init_from=drill_step(config, workdir, inputs))
     timings["drill"] = round(time.time() - t, 1)
   t = time.time()
-  state = loop.train(config, os.path.join(workdir, "janus"), inputs)
+  state = loop.train(config, workdir / "janus", inputs)
   timings["train"] = round(time.time() - t, 1)
   if not loop.finished(state, config):
     raise Preempted()
   loop.export_model(state, inputs, model_ckpt, config.template)
-  print(f"exported {model_ckpt}", flush=True)
+  if is_primary():
+    print(f"exported {model_ckpt}", flush=True)
   summary["checkpoint"] = model_ckpt
   if mode == "train" or "eval" not in config or data is None:
     return summary
@@ -290,19 +335,24 @@ def run_all(config, workdir: str, mode: str = "all") -> dict:
     summary["untrained"] = eval_step(config, init_ckpt, data, "untrained")
   summary["trained"] = eval_step(config, model_ckpt, data, "trained")
   timings["eval"] = round(time.time() - t, 1)
-  prompts = _samples_png(config, model_ckpt, os.path.join(workdir, "samples.png"))
+  prompts = _samples_png(config, model_ckpt, workdir / "samples.png")
   timings["total"] = round(time.time() - t0, 1)
   summary.update(timings_seconds=timings, prompts=prompts)
-  with open(os.path.join(workdir, "eval.json"), "w") as f:
-    json.dump(summary, f, indent=2, default=lambda x: float(x) if np.isscalar(x) else str(x))
+  _write_json(workdir / "eval.json", summary)
   print(json.dumps({"timings_seconds": timings, "trained": {k: summary["trained"][k]["overall"] for k in
                     ("generation", "understanding")}}, indent=2))
   print(f"main job done: samples.png, eval.json, checkpoints and TensorBoard logs in {workdir}", flush=True)
   return summary
 
 
+def jax_process_count() -> int:
+  import jax  # pylint: disable=import-outside-toplevel
+  return jax.process_count()
+
+
 def quiet_logs() -> None:
   """Keeps the console to our own progress lines (orbax / TF / tfds log every file operation at INFO)."""
+  import os  # pylint: disable=import-outside-toplevel
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   from absl import logging  # pylint: disable=import-outside-toplevel
   logging.set_verbosity(logging.WARNING)
@@ -356,14 +406,22 @@ def parse_flags(argv: list[str]) -> list[str]:
 def main(argv) -> None:
   del argv
   quiet_logs()
-  _maybe_initialize_distributed()
+  try:
+    kind = distributed.initialize(_DISTRIBUTED.value)
+  except distributed.DistributedInitError as e:
+    _fail(str(e))
+  if kind:
+    import jax  # pylint: disable=import-outside-toplevel
+    print(f"distributed ({kind}): process {jax.process_index()} of {jax.process_count()}, "
+          f"{jax.local_device_count()} local / {jax.device_count()} devices", flush=True)
   config = _CONFIG.value
   if config is None or _WORKDIR.value is None:
     raise app.UsageError("--config and --workdir are required.")
   mode = _MODE.value or config.get("mode", "train")
+  from janus_jax.train.checkpoint import CheckpointMismatchError, DataStateError  # pylint: disable=import-outside-toplevel
   try:
     run_all(config, _WORKDIR.value, mode)
-  except ConfigError as e:
+  except (ConfigError, CheckpointMismatchError, DataStateError) as e:
     _fail(str(e))
   except Preempted:
     print(f"preempted (SIGTERM): the last checkpoint is in {_WORKDIR.value}; nothing exported. Run the same command "

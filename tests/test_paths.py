@@ -39,8 +39,9 @@ def test_resolve_remote_home_relative(monkeypatch, tmp_path):
 SCANNED = sorted(
     [p for p in (ROOT / "janus_jax" / "checkpoint").glob("*.py")] +
     [p for p in (ROOT / "janus_jax" / "evals").glob("*.py")] +
+    [p for p in (ROOT / "janus_jax" / "train").glob("*.py")] +
     [ROOT / "janus_jax" / f for f in ("processing/tokenizer.py", "processing/image.py", "data/sources.py",
-                                      "data/prepare.py", "api.py", "cli.py")])
+                                      "data/prepare.py", "data/pipeline.py", "api.py", "cli.py", "main.py")])
 _LOCAL_MODULES = ("glob", "shutil", "pathlib")
 _OS_FILE_CALLS = ("listdir", "makedirs", "mkdir", "remove", "rename", "replace", "rmdir", "scandir", "stat", "unlink",
                   "walk")

@@ -242,16 +242,26 @@ def test_deterministic_and_resumable(builder, records):
   assert not np.array_equal(next(other_seed)["input_ids"], first[0]["input_ids"])
 
 
-def test_multi_process_shards_are_disjoint(builder, records):
-  rows = {}
+def test_multi_process_shares_make_the_single_process_batch(builder, records):
+  """Process i builds rows [4i, 4i+4) of every global batch of 8: disjoint shares that together are, in order, what
+  one process reads; the iterator state is the same position on every process (so it moves between counts)."""
+  rows, states = {}, {}
   for pid in range(2):
-    it = pipeline.build_train_iterator([sources.shapes(records)], builder, {"t2i": 1}, batch_size=4, seed=0,
-                                       process_index=pid, process_count=2)
-    rows[pid] = [next(it)["gen_pixels"] for _ in range(2)]
-  single = pipeline.build_train_iterator([sources.shapes(records)], builder, {"t2i": 1}, batch_size=8, seed=0)
-  ref = np.concatenate([next(single)["gen_pixels"] for _ in range(2)])
-  interleaved = np.stack([x for pair in zip(np.concatenate(rows[0]), np.concatenate(rows[1])) for x in pair])
-  np.testing.assert_array_equal(interleaved, ref)
+    it = pipeline.build_train_iterator([sources.shapes(records)], builder, {"t2i": 1, "und": 1}, batch_size=4,
+                                       seed=0, process_index=pid, process_count=2)
+    rows[pid] = [next(it) for _ in range(3)]
+    states[pid] = it.get_state()
+  single = pipeline.build_train_iterator([sources.shapes(records)], builder, {"t2i": 1, "und": 1}, batch_size=8,
+                                         seed=0)
+  for step in range(3):
+    ref = next(single)
+    for key in ("input_ids", "gen_pixels", "und_pixels", "targets"):
+      np.testing.assert_array_equal(np.concatenate([rows[0][step][key], rows[1][step][key]]), ref[key])
+    assert not np.array_equal(rows[0][step]["input_ids"], rows[1][step]["input_ids"])
+  assert states[0] == states[1] == single.get_state()
+  with pytest.raises(ValueError, match="not in 0..1"):
+    pipeline.build_train_dataset([sources.shapes(records)], builder, {"t2i": 1}, batch_size=4, process_index=2,
+                                 process_count=2)
 
 
 def test_bad_mixtures(builder, records):

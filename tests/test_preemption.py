@@ -1,7 +1,9 @@
-"""Preemption as a scheduler delivers it, from outside the process: SIGTERM -> the run saves, exports nothing and
-exits with 75 (EX_TEMPFAIL); running the same command again finishes bit-identically to an uninterrupted run."""
+"""Preemption and faults as a cluster delivers them, from outside the process: SIGKILL at random moments, SIGTERM
+(the run saves, exports nothing and exits with 75, EX_TEMPFAIL), a truncated newest checkpoint; running the same
+command again each time finishes bit-identically to an uninterrupted run."""
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -13,7 +15,7 @@ import numpy as np
 from janus_jax.checkpoint import store
 
 USER_ENV = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # this machine's devices, as a user runs it
-STEPS = 30
+STEPS = 30  # checkpoints every 5 steps
 
 
 def _command(workdir, data_dir):
@@ -24,25 +26,56 @@ def _command(workdir, data_dir):
           "--config.train.checkpoint_every=5"]
 
 
-def _losses(workdir):
-  rows = [json.loads(l) for l in open(workdir / "janus" / "metrics.jsonl")]
-  return {r["step"]: r["train/loss"] for r in rows}
+def _metrics(workdir):
+  return open(workdir / "janus" / "metrics.jsonl").read().splitlines()
 
 
-def test_sigterm_saves_exits_75_and_the_rerun_is_bit_identical(tmp_path):
+def _last_step(workdir):
+  steps = [0]
+  for line in _metrics(workdir) if (workdir / "janus" / "metrics.jsonl").exists() else []:
+    try:
+      steps.append(json.loads(line)["step"])
+    except json.JSONDecodeError:  # a line being written
+      pass
+  return max(steps)
+
+
+def _start(workdir, data_dir):
+  return subprocess.Popen(_command(workdir, data_dir), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          env=USER_ENV)
+
+
+def _wait_for_step(workdir, step, proc, timeout=300):
+  deadline = time.time() + timeout
+  while _last_step(workdir) < step and proc.poll() is None and time.time() < deadline:
+    time.sleep(0.02)
+  assert proc.poll() is None, f"the run ended before step {step}"
+
+
+def test_kills_sigterm_and_a_corrupt_checkpoint_end_bit_identical(tmp_path):
+  """SIGKILL at 3 random moments after the first checkpoint, then SIGTERM (saves, exit 75, nothing exported),
+  then the newest checkpoint truncated: each restart of the same command goes on, and the last one ends with
+  every step's metrics line and every exported param bit-identical to an uninterrupted run."""
   data_dir = tmp_path / "data"
   reference = tmp_path / "straight"
   out = subprocess.run(_command(reference, data_dir), capture_output=True, text=True, env=USER_ENV)
   assert out.returncode == 0, out.stderr[-3000:]
 
   workdir = tmp_path / "preempted"
-  proc = subprocess.Popen(_command(workdir, data_dir), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                          env=USER_ENV)
-  first = workdir / "janus" / "checkpoints" / "5"
-  deadline = time.time() + 300
-  while not first.exists() and proc.poll() is None and time.time() < deadline:
-    time.sleep(0.2)
-  assert proc.poll() is None, "the run ended before its first checkpoint"
+  checkpoints = workdir / "janus" / "checkpoints"
+  rng = random.Random(17)
+  targets = sorted(rng.sample(range(6, 24), 3))  # after the first checkpoint (step 5), each past the previous
+  for target in targets:
+    proc = _start(workdir, data_dir)
+    _wait_for_step(workdir, target, proc)
+    time.sleep(rng.uniform(0.0, 0.3))  # mid-step, mid-save or mid-log
+    proc.kill()
+    proc.communicate()
+  print(f"SIGKILL once each after logged steps {targets}")
+  assert not (workdir / "model").exists()
+
+  proc = _start(workdir, data_dir)
+  _wait_for_step(workdir, 26, proc)
   proc.send_signal(signal.SIGTERM)
   t = time.time()
   stdout, stderr = proc.communicate(timeout=120)
@@ -50,13 +83,17 @@ def test_sigterm_saves_exits_75_and_the_rerun_is_bit_identical(tmp_path):
   assert time.time() - t < 60  # stops within a bounded time
   assert "preempted (SIGTERM)" in stdout and "Run the same command again" in stdout
   assert not (workdir / "model").exists()  # nothing half-trained is exported
-  stopped_at = max(_losses(workdir))
-  assert stopped_at < STEPS
+  stopped_at = _last_step(workdir)
+  assert stopped_at < STEPS and (checkpoints / str(stopped_at)).is_dir()  # saved the step it stopped at
 
+  for f in (checkpoints / str(stopped_at) / "state").rglob("*"):  # the newest checkpoint, truncated
+    if f.is_file() and f.stat().st_size > 0:
+      f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
   out = subprocess.run(_command(workdir, data_dir), capture_output=True, text=True, env=USER_ENV)
   assert out.returncode == 0, out.stderr[-3000:]
-  assert f"at step {stopped_at}" in out.stdout  # resumed where SIGTERM saved
-  assert _losses(workdir) == _losses(reference)  # every step's metrics, bit for bit
+  assert f"the checkpoint at step {stopped_at} cannot be read" in out.stdout
+  assert (checkpoints / f"unreadable_{stopped_at}").is_dir()  # kept, not deleted
+  assert _metrics(workdir) == _metrics(reference)  # every step's metrics line, bit for bit, none twice
   resumed, _ = store.load_checkpoint(str(workdir / "model"))
   straight, _ = store.load_checkpoint(str(reference / "model"))
   for a, b in zip(jax.tree.leaves(resumed), jax.tree.leaves(straight)):

@@ -35,16 +35,89 @@ def _params(state):
   return jax.tree.map(np.asarray, jax.device_get(state.params))
 
 
-def test_resume_is_exact(data, tmp_path):
-  straight = loop.train(_config(data, 4), str(tmp_path / "a"), verbose=False)
+@pytest.fixture(scope="module")
+def straight(data, tmp_path_factory):
+  """An uninterrupted 4-step run (checkpoints at 2 and 4): (params, metrics.jsonl lines)."""
+  workdir = tmp_path_factory.mktemp("straight")
+  state = loop.train(_config(data, 4), str(workdir), verbose=False)
+  return _params(state), open(workdir / "metrics.jsonl").readlines()
+
+
+def test_resume_is_exact(data, straight, tmp_path):
   loop.train(_config(data, 2), str(tmp_path / "b"), verbose=False)
   resumed = loop.train(_config(data, 4), str(tmp_path / "b"), verbose=False)
-  assert int(resumed.step) == int(straight.step) == 4
-  jax.tree.map(np.testing.assert_array_equal, _params(straight), _params(resumed))
-  lines_a = [l for l in open(tmp_path / "a" / "metrics.jsonl")]
-  lines_b = [l for l in open(tmp_path / "b" / "metrics.jsonl")]
-  assert lines_a == lines_b  # same losses at every step => same data order
-  assert (tmp_path / "a" / "tensorboard").is_dir()
+  assert int(resumed.step) == 4
+  jax.tree.map(np.testing.assert_array_equal, straight[0], _params(resumed))
+  assert open(tmp_path / "b" / "metrics.jsonl").readlines() == straight[1]  # same losses => same data order
+  assert (tmp_path / "b" / "tensorboard").is_dir()
+
+
+def test_unreadable_newest_checkpoint_falls_back_and_is_kept(data, straight, tmp_path, capsys):
+  loop.train(_config(data, 4), str(tmp_path), verbose=False)
+  newest = tmp_path / "checkpoints" / "4"
+  for f in (newest / "state").rglob("*"):  # truncate every array file and the metadata
+    if f.is_file() and f.stat().st_size > 0:
+      f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+  resumed = loop.train(_config(data, 4), str(tmp_path))
+  out = capsys.readouterr().out
+  assert "the checkpoint at step 4 cannot be read" in out and "resumed from" in out and "at step 2" in out
+  jax.tree.map(np.testing.assert_array_equal, straight[0], _params(resumed))  # steps 3-4 trained again
+  assert open(tmp_path / "metrics.jsonl").readlines() == straight[1]
+  kept = tmp_path / "checkpoints" / "unreadable_4"
+  assert kept.is_dir() and (kept / "state").is_dir()  # moved aside, not deleted
+  assert (tmp_path / "checkpoints" / "2").is_dir() and (tmp_path / "checkpoints" / "4").is_dir()  # 4 saved again
+
+
+def test_missing_data_state_is_explained_and_nothing_is_lost(data, tmp_path):
+  from janus_jax.train.checkpoint import DataStateError
+  loop.train(_config(data, 2), str(tmp_path), verbose=False)
+  (tmp_path / "checkpoints" / "2" / "data" / "process_0-of-1.json").unlink()
+  before = sorted(p.name for p in (tmp_path / "checkpoints" / "2").rglob("*"))
+  with pytest.raises(DataStateError, match=r"process_0-of-1.json is missing.*params are intact.*Fix"):
+    loop.train(_config(data, 4), str(tmp_path), verbose=False)
+  assert sorted(p.name for p in (tmp_path / "checkpoints" / "2").rglob("*")) == before
+
+
+def test_checkpoint_of_two_processes_resumes_in_one(data, straight, tmp_path, capsys):
+  """Unpacked rows: every process saved the same position, so a 2-process checkpoint's data state moves here."""
+  loop.train(_config(data, 2), str(tmp_path), verbose=False)
+  folder = tmp_path / "checkpoints" / "2" / "data"
+  state = (folder / "process_0-of-1.json").read_text()
+  (folder / "process_0-of-1.json").unlink()
+  for i in range(2):
+    (folder / f"process_{i}-of-2.json").write_text(state)
+  resumed = loop.train(_config(data, 4), str(tmp_path))
+  assert "taken from process_0-of-2.json" in capsys.readouterr().out
+  jax.tree.map(np.testing.assert_array_equal, straight[0], _params(resumed))
+
+
+def test_packed_data_state_of_another_process_count_is_refused(tmp_path):
+  from janus_jax.train.checkpoint import DataStateError
+
+  class Iterator:  # a packed pipeline's state: more than a position
+    def get_state(self):
+      return {"next_index": 0, "packer": [1, 2]}
+
+    def set_state(self, state):
+      raise AssertionError("must not be set")
+
+  ckpt = Checkpointer(str(tmp_path), save_every=1)
+  (tmp_path / "7" / "data").mkdir(parents=True)
+  for i in range(2):
+    (tmp_path / "7" / "data" / f"process_{i}-of-2.json").write_text('{"next_index": 3, "packer": [4]}')
+  with pytest.raises(DataStateError, match=r"written by 2 process.*resume with 2 process"):
+    ckpt.restore_data(7, Iterator())
+  ckpt.close()
+
+
+def test_checkpoint_of_another_model_is_refused(data, tmp_path):
+  from janus_jax.train.checkpoint import CheckpointMismatchError
+  loop.train(_config(data, 2), str(tmp_path), verbose=False)
+  other = _config(data, 4)
+  other.model.llm.intermediate_size = other.model.llm.intermediate_size * 2
+  with pytest.raises(CheckpointMismatchError, match=r"another model.*intermediate|another model.*mlp"):
+    loop.train(other, str(tmp_path), verbose=False)
+  assert (tmp_path / "checkpoints" / "2" / "state").is_dir()
 
 
 def test_restore_onto_a_different_mesh(data, tmp_path):
@@ -116,6 +189,13 @@ def test_unwritable_workdir_is_explained(tmp_path):
   blocker.write_text("x")
   with pytest.raises(PermissionError, match="--workdir"):
     Checkpointer(str(blocker / "ckpts"), save_every=1)
+  with pytest.raises(PermissionError, match=r"is a file, not a folder.*--workdir"):
+    Checkpointer(str(blocker), save_every=1)
+  if os.geteuid() != 0:  # root writes anywhere
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    with pytest.raises(PermissionError, match="Cannot write"):
+      Checkpointer(str(locked), save_every=1)
 
 
 def test_partial_init_reports_mismatches():

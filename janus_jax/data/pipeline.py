@@ -8,7 +8,9 @@ Each stream shuffles its source per epoch (grain reshuffles every repetition), d
 (which question, which caption) from a seeded per-index RNG, and repeats forever; the mixture interleaves the
 streams deterministically in proportion to the configured weights. Everything is a function of `seed` and the
 record index, so two runs with the same config see the same data in the same order, and so does a resumed run.
-Multi-host: each process takes every `process_count`-th element of the mixture and builds its local batch.
+Multi-host: global batch b is mixture elements [b*B, (b+1)*B); process i builds rows [i*B/P, (i+1)*B/P) of it
+(`ProcessShare`), so the shares are disjoint, together they are what one process reads, and the global batch is
+the same rows in the same order for any process count (packing packs each process's share on its own).
 
 Packing (config `input.packing = dict(enabled=True, max_und_images=k)`): rows are cut to their tokens and packed first-fit into
 `seq_len`-token rows (grain `FirstFitPackIterDataset`, one bin per batch row) with `segment_ids` (a token attends
@@ -111,6 +113,30 @@ def pack_rows(rows: grain.IterDataset, builder: RowBuilder, *, max_und_images: i
   return packed.map(_FinishPack())
 
 
+class ProcessShare(grain.MapDataset):
+  """Process `index` of `count`'s rows of every global batch: element k is `parent[g*B + index*local + r]` with
+  (g, r) = divmod(k, local) and B = local * count; `.batch(local)` then yields this process's slice of global
+  batch g, in order."""
+
+  def __init__(self, parent: grain.MapDataset, *, local_batch: int, index: int, count: int):
+    super().__init__(parent)
+    if not 0 <= index < count:
+      raise ValueError(f"process index {index} is not in 0..{count - 1}.")
+    self._local, self._index, self._count = int(local_batch), int(index), int(count)
+
+  def __len__(self) -> int:
+    return len(self._parent) // self._count
+
+  def __getitem__(self, k):
+    if isinstance(k, slice):
+      return self.slice(k)
+    g, r = divmod(int(k), self._local)
+    return self._parent[(g * self._count + self._index) * self._local + r]
+
+  def __str__(self) -> str:
+    return f"ProcessShare(index={self._index}, count={self._count}, local_batch={self._local})"
+
+
 def _drop_gen_images(batch: dict) -> dict:
   """A batch without generation-image inputs (the train step then skips the VQ encoder)."""
   return {k: v for k, v in batch.items() if k not in ("gen_pixels", "has_gen_image")}
@@ -142,7 +168,7 @@ def build_train_dataset(adapters: Sequence[Adapter], builder: RowBuilder, mixtur
       stream_weights.append(weight / len(users))
   mixed = streams[0] if len(streams) == 1 else grain.MapDataset.mix(streams, weights=stream_weights)
   if process_count > 1:
-    mixed = mixed[process_index::process_count]
+    mixed = ProcessShare(mixed, local_batch=batch_size, index=process_index, count=process_count)
   packing = dict(packing or {})
   unknown = sorted(set(packing) - {"enabled", "max_und_images"})
   if unknown:

@@ -5,7 +5,6 @@ from orbax checkpoints, TensorBoard / metrics.jsonl, progress lines and the NaN/
 """
 from __future__ import annotations
 
-import os
 import time
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
@@ -14,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from janus_jax import paths
 from janus_jax.train.checkpoint import Checkpointer, abstract_like
 from janus_jax.train.metrics import MetricsWriter, Progress, check_finite
 
@@ -67,13 +67,13 @@ def fit(name: str, params: Any, tx: optax.GradientTransformation, step_fn: StepF
   start = 0
   ckpt = writer = None
   if workdir:
-    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), save_every=checkpoint_every or steps, keep=2)
+    ckpt = Checkpointer(paths.resolve(workdir) / "checkpoints", save_every=checkpoint_every or steps, keep=2)
     restored = ckpt.restore_latest(abstract_like(state))
     if restored is not None:
       state, start = restored
       if not quiet:
         print(f"resumed {name} training from step {start}")
-    writer = MetricsWriter(workdir)
+    writer = MetricsWriter(workdir, resume_step=start)
   params, opt_state = state["params"], state["opt_state"]
   batches = epoch_batches(images, batch_size, seed, start)
   progress = Progress(steps, start)

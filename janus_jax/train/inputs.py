@@ -15,9 +15,9 @@ config.
 from __future__ import annotations
 
 import dataclasses
-import os
 from typing import Any, Mapping, Sequence
 
+from janus_jax import paths as paths_lib
 from janus_jax.models.configs import JanusConfig
 
 SOURCE_KINDS = ("shapes", "imagenet2012", "coco_captions", "pairs")
@@ -63,17 +63,18 @@ class TrainInputs:
     e.g. a calibrated VAE scaling factor) in the config's dtypes and layouts (`check_init_from` has made sure the
     shapes agree), and `input.tokenizer` falls back to `<init_from>/tokenizer`."""
     init_from = _get(config, "init_from") or None
-    init_from = os.path.expanduser(init_from) if init_from else None
+    init_from = str(paths_lib.resolve(init_from)) if init_from else None
     model = model_config(config)
     tokenizer = _get(config.input, "tokenizer", "") or ""
-    if init_from and os.path.isdir(init_from):
+    if init_from and paths_lib.resolve(init_from).is_dir():
       from janus_jax.checkpoint import store  # pylint: disable=import-outside-toplevel
       if store.is_checkpoint(init_from):
         model = adopt_settings(store.load_config(init_from), model)
-      if not tokenizer and os.path.isdir(os.path.join(init_from, "tokenizer")):
-        tokenizer = os.path.join(init_from, "tokenizer")
+      if not tokenizer and (paths_lib.resolve(init_from) / "tokenizer").is_dir():
+        tokenizer = paths_lib.join(init_from, "tokenizer")
     sources = tuple(_plain(s) for s in (_get(config.input, "sources", ()) or ()))
-    return cls(model=model, tokenizer=os.path.expanduser(tokenizer), sources=sources, init_from=init_from)
+    return cls(model=model, tokenizer=str(paths_lib.resolve(tokenizer)) if tokenizer else "", sources=sources,
+               init_from=init_from)
 
   def replace(self, **changes) -> "TrainInputs":
     return dataclasses.replace(self, **changes)
@@ -169,7 +170,7 @@ def check_sources(sources: Sequence[Any]) -> None:
       if not paths:
         raise ConfigError(f"input.sources[{i}] (pairs) needs 'paths': the ArrayRecord file(s) `janus-jax pairs` "
                           "wrote.")
-      missing = [p for p in paths if not os.path.isfile(os.path.expanduser(p))]
+      missing = [p for p in paths if not paths_lib.resolve(p).is_file()]
       if missing:
         raise ConfigError(f"input.sources[{i}] (pairs): no such file(s) {missing}. Fix: write them with `janus-jax "
                           "pairs --jsonl rows.jsonl --out train.arrayrecord`, or correct the path.")
@@ -188,7 +189,7 @@ def check_init_from(init_from: str, cfg: JanusConfig) -> None:
   with another shape means another model: ConfigError listing the first differences and the config fields."""
   from janus_jax.checkpoint import store  # pylint: disable=import-outside-toplevel
   from janus_jax.models.janus import abstract_params  # pylint: disable=import-outside-toplevel
-  if not os.path.isdir(init_from):
+  if not paths_lib.resolve(init_from).is_dir():
     raise ConfigError(f"init_from={init_from!r} does not exist. It must be {INIT_HINT}.")
   try:
     stored_cfg = store.load_config(init_from)
@@ -229,7 +230,7 @@ def check_inputs(inputs: TrainInputs) -> None:
   if not inputs.tokenizer:
     raise ConfigError("input.tokenizer is empty: pass --config.input.tokenizer=<converted checkpoint>/tokenizer (or "
                       "--config.init_from=<converted checkpoint>, whose tokenizer/ is then used).")
-  if not os.path.exists(inputs.tokenizer):
+  if not paths_lib.resolve(inputs.tokenizer).exists():
     raise ConfigError(f"input.tokenizer={inputs.tokenizer!r} does not exist: pass the tokenizer/ folder of a converted "
                       "checkpoint, or a tokenizer.json / sentencepiece .model file.")
   from janus_jax.processing.tokenizer import load_tokenizer  # pylint: disable=import-outside-toplevel

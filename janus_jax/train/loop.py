@@ -16,22 +16,22 @@ Config keys read here (besides model / optim / train / input / mesh / sharding_r
 """
 from __future__ import annotations
 
+import io
 import json
-import os
 from typing import Any, Mapping
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from janus_jax import sharding as sharding_lib
+from janus_jax import paths, sharding as sharding_lib
 from janus_jax.data import pipeline, sources
 from janus_jax.data.examples import RowBuilder, RowSpec
 from janus_jax.models.configs import JanusConfig
 from janus_jax.processing.tokenizer import Tokenizer, load_tokenizer
 from janus_jax.train import state as state_lib, step as step_lib
 from janus_jax.train.batch import OPTIONAL, REQUIRED
-from janus_jax.train.checkpoint import Checkpointer
+from janus_jax.train.checkpoint import Checkpointer, writable_dir
 from janus_jax.train.inputs import TrainInputs, model_config
 from janus_jax.train.metrics import MetricsWriter, Progress, check_finite
 
@@ -128,16 +128,14 @@ def _init_from(init_from: str, params, cfg: JanusConfig, mesh=None, rules=None):
   return partial_init(params, loaded)
 
 
-def train(config, workdir: str, inputs: TrainInputs | None = None, *, verbose: bool = True
+def train(config, workdir: paths.PathLike, inputs: TrainInputs | None = None, *, verbose: bool = True
           ) -> state_lib.TrainState:
   """Trains as configured; resumes from `<workdir>/checkpoints` when present. Returns the final state.
 
   `inputs`: model, tokenizer, sources and init_from (default: `TrainInputs.from_config(config)`)."""
-  from janus_jax.processing.image import image_grid  # pylint: disable=import-outside-toplevel
-  from janus_jax.sampling.text_to_image import sample_images  # pylint: disable=import-outside-toplevel
   inputs = inputs or TrainInputs.from_config(config)
   cfg = inputs.model
-  os.makedirs(workdir, exist_ok=True)
+  workdir = writable_dir(workdir)
   mesh = sharding_lib.make_mesh([tuple(x) for x in config.mesh])
   rules = [tuple(r) for r in config.sharding_rules]
   tokenizer = load_tokenizer(inputs.tokenizer)
@@ -148,9 +146,9 @@ def train(config, workdir: str, inputs: TrainInputs | None = None, *, verbose: b
   shardings = state_lib.state_shardings(cfg, config.optim, mesh, rules)
   abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                           state_lib.abstract_state(cfg, config.optim), shardings)
-  ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), save_every=int(_get(config.train, "checkpoint_every", 0)),
+  ckpt = Checkpointer(workdir / "checkpoints", save_every=int(_get(config.train, "checkpoint_every", 0)),
                       keep=int(_get(config.train, "keep_checkpoints", 3)))
-  restored = ckpt.restore_latest(abstract, data_iter)
+  restored = ckpt.restore_latest(abstract, data_iter, log=lambda m: print(m, flush=True) if verbose else None)
   if restored is not None:
     state, start = restored
     if verbose:
@@ -172,7 +170,7 @@ def train(config, workdir: str, inputs: TrainInputs | None = None, *, verbose: b
   step_fn = step_lib.make_train_step(cfg, train_cfg)
   batch_sharding = step_lib.batch_sharding(mesh)
   run = step_lib.compile_train_step(step_fn, shardings, batch_sharding, mesh, rules)
-  writer = MetricsWriter(workdir)
+  writer = MetricsWriter(workdir, resume_step=start if restored is not None else None)
   progress = Progress(num_steps, start)
   log_every = int(_get(config.train, "log_every", 50))
   sample_every = int(_get(config.train, "sample_every", 0))
@@ -194,15 +192,17 @@ def train(config, workdir: str, inputs: TrainInputs | None = None, *, verbose: b
               "loss", "loss_text", "loss_image", "lr")
           print(progress.line(step, {k: values[k] for k in shown}), flush=True)
       if sample_every and prompts and (step % sample_every == 0 or step == num_steps):
-        images = sample_images(state.params, cfg, tokenizer, _get(config, "template", "deepseek"), prompts,
-                               cfg_weight=_get(config.train, "sample_cfg_weight"), seed=step)
-        grid = image_grid(images)
-        from PIL import Image  # pylint: disable=import-outside-toplevel
-        Image.fromarray(grid).save(os.path.join(workdir, f"samples_{step:06d}.png"))
-        writer.images(step, {"samples": grid[None]})
-      if ckpt.maybe_save(step, state, data_iter, config_dict):
+        grid = _sample_grid(state.params, cfg, tokenizer, _get(config, "template", "deepseek"), prompts,
+                            _get(config.train, "sample_cfg_weight"), seed=step)
+        if grid is not None:
+          _write_png(grid, workdir / f"samples_{step:06d}.png")
+          writer.images(step, {"samples": grid[None]})
+          if verbose:
+            print(f"samples: {workdir / f'samples_{step:06d}.png'}", flush=True)
+      stop = ckpt.preemption_point(step)  # every process, every step: on several hosts they agree on the step
+      if ckpt.maybe_save(step, state, data_iter, config_dict, force=stop):
         last_saved = step
-      if ckpt.preempted.is_set():
+      if stop:
         if verbose:
           print(f"SIGTERM: checkpoint written at step {step}; exiting.", flush=True)
         break
@@ -214,22 +214,49 @@ def train(config, workdir: str, inputs: TrainInputs | None = None, *, verbose: b
   return state
 
 
+def _sample_grid(params, cfg: JanusConfig, tokenizer: Tokenizer, template: str, prompts, cfg_weight, seed: int):
+  """One uint8 grid of samples of `prompts` on process 0 (None on the others). With several processes the params
+  are first gathered to every host (a collective), then process 0 samples on its own devices."""
+  from janus_jax.processing.image import image_grid  # pylint: disable=import-outside-toplevel
+  from janus_jax.sampling.text_to_image import sample_images  # pylint: disable=import-outside-toplevel
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+    params = multihost_utils.process_allgather(params, tiled=True)
+    if jax.process_index() != 0:
+      return None
+  images = sample_images(params, cfg, tokenizer, template, prompts, cfg_weight=cfg_weight, seed=seed)
+  return image_grid(images)
+
+
+def _write_png(image: np.ndarray, path) -> None:
+  """uint8[H, W, 3] -> a PNG at `path` (local or remote)."""
+  from PIL import Image  # pylint: disable=import-outside-toplevel
+  buffer = io.BytesIO()
+  Image.fromarray(image).save(buffer, format="PNG")
+  paths.resolve(path).write_bytes(buffer.getvalue())
+
+
 def finished(state: state_lib.TrainState, config) -> bool:
   """Did `state` reach `train.num_steps` (False after a preemption)?"""
   return int(jax.device_get(state.step)) >= int(config.train.num_steps)
 
 
-def export_model(state: state_lib.TrainState, inputs: TrainInputs, path: str, template: str = "deepseek") -> str:
+def export_model(state: state_lib.TrainState, inputs: TrainInputs, path: paths.PathLike,
+                 template: str = "deepseek") -> str:
   """Writes `state` as a janus_jax checkpoint at `path` (replacing one there) with the run's tokenizer: the
   model `janus_jax.load` opens and a next stage's `init_from`. With an EMA (JanusFlow: 0.99) the exported params
-  are the EMA weights, as the released checkpoints are. Returns `path`."""
+  are the EMA weights, as the released checkpoints are. Every process calls it (orbax writes each process's
+  shards; process 0 the config and tokenizer). Returns `path`."""
   from janus_jax.checkpoint import store  # pylint: disable=import-outside-toplevel
   params = state.ema_params if state.ema_params is not None else state.params
-  store.save_checkpoint(path, jax.device_get(params), inputs.model, tokenizer_dir=_tokenizer_dir(inputs.tokenizer),
+  if jax.process_count() == 1:
+    params = jax.device_get(params)
+  store.save_checkpoint(path, params, inputs.model, tokenizer_dir=_tokenizer_dir(inputs.tokenizer),
                         extra_info={"template": template}, overwrite=True)
   return path
 
 
-def _tokenizer_dir(tokenizer: str) -> str:
+def _tokenizer_dir(tokenizer: paths.PathLike):
   """The folder holding the tokenizer files (`input.tokenizer` may name the folder or a file in it)."""
-  return tokenizer if os.path.isdir(tokenizer) else os.path.dirname(os.path.abspath(tokenizer))
+  path = paths.resolve(tokenizer)
+  return path if path.is_dir() else path.parent

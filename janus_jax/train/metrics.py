@@ -1,6 +1,6 @@
 """Metrics and feedback: TensorBoard (clu metric writers) + `metrics.jsonl`, a progress line, NaN guard.
 
-    writer = MetricsWriter(workdir)                 # only process 0 writes files
+    writer = MetricsWriter(workdir, resume_step=s)  # only process 0 writes files; lines after step s are dropped
     writer.scalars(step, {"train/loss": 1.23})      # TensorBoard + one JSON line per call
     writer.images(step, {"samples": uint8[N, H, W, 3]})
     progress = Progress(total_steps); print(progress.line(step, {"loss": 1.2}))
@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from typing import Mapping
 
 import jax
 import numpy as np
+
+from janus_jax import paths
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -22,24 +23,39 @@ class NonFiniteLossError(FloatingPointError):
 
 
 class MetricsWriter:
-  """Scalars and images to TensorBoard (clu) and scalars to `<workdir>/metrics.jsonl`."""
+  """Scalars and images to TensorBoard (clu) and scalars to `<workdir>/metrics.jsonl` (local or remote workdir).
 
-  def __init__(self, workdir: str, tensorboard: bool = True):
+  `resume_step`: a run resumed from the checkpoint at that step first drops the lines written after it (a killed run
+  may have logged steps it never saved), so the file ends up as an uninterrupted run's."""
+
+  def __init__(self, workdir: paths.PathLike, tensorboard: bool = True, resume_step: int | None = None):
     self.enabled = jax.process_index() == 0
-    self.path = os.path.join(workdir, "metrics.jsonl")
+    workdir = paths.resolve(workdir)
+    self.path = workdir / "metrics.jsonl"
+    self._remote = paths.is_remote(workdir)  # object stores cannot append: the file is rewritten instead
+    self._lines: list[str] = []
     self._tb = None
     if self.enabled:
-      os.makedirs(workdir, exist_ok=True)
+      workdir.mkdir(parents=True, exist_ok=True)
+      if self.path.exists():
+        kept = [l for l in _parsed_lines(self.path.read_text()) if resume_step is None or l[1]["step"] <= resume_step]
+        self._lines = [text for text, _ in kept]
+        self.path.write_text("".join(t + "\n" for t in self._lines))
       if tensorboard:
         from clu import metric_writers  # pylint: disable=import-outside-toplevel
-        self._tb = metric_writers.create_default_writer(os.path.join(workdir, "tensorboard"), asynchronous=False)
+        self._tb = metric_writers.create_default_writer(str(workdir / "tensorboard"), asynchronous=False)
 
   def scalars(self, step: int, values: Mapping[str, float]) -> None:
     if not self.enabled:
       return
     values = {k: float(v) for k, v in values.items()}
-    with open(self.path, "a") as f:
-      f.write(json.dumps({"step": int(step), **values}) + "\n")
+    line = json.dumps({"step": int(step), **values})
+    self._lines.append(line)
+    if self._remote:
+      self.path.write_text("".join(t + "\n" for t in self._lines))
+    else:
+      with self.path.open("a") as f:
+        f.write(line + "\n")
     if self._tb is not None:
       self._tb.write_scalars(int(step), values)
 
@@ -57,13 +73,23 @@ class MetricsWriter:
       self._tb = None
 
 
-def read_metrics(workdir: str) -> list[dict]:
+def _parsed_lines(text: str) -> list[tuple[str, dict]]:
+  """(line, record) of every complete JSON line (a line cut short by a killed process is skipped)."""
+  out = []
+  for line in text.splitlines():
+    try:
+      record = json.loads(line)
+    except json.JSONDecodeError:
+      continue
+    if isinstance(record, dict) and "step" in record:
+      out.append((line, record))
+  return out
+
+
+def read_metrics(workdir: paths.PathLike) -> list[dict]:
   """All lines of `<workdir>/metrics.jsonl` (handy in notebooks)."""
-  path = os.path.join(workdir, "metrics.jsonl")
-  if not os.path.exists(path):
-    return []
-  with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
+  path = paths.resolve(workdir) / "metrics.jsonl"
+  return [record for _, record in _parsed_lines(path.read_text())] if path.exists() else []
 
 
 class Progress:
