@@ -22,6 +22,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from janus_jax import paths  # noqa: E402  pylint: disable=wrong-import-position
 from janus_jax.checkpoint import store  # noqa: E402  pylint: disable=wrong-import-position
 from janus_jax.configs.common import load_config  # noqa: E402  pylint: disable=wrong-import-position
 
@@ -41,14 +42,14 @@ def stage_commands(config: str, root: str, stages: list[int], init_from: str | N
   out, previous = [], init_from
   for n in stages:
     spec = stage_spec(config, n)
-    workdir = os.path.join(root, f"stage_{n}")
+    workdir = paths.join(root, f"stage_{n}")
     cmd = [sys.executable, "-m", "janus_jax.main", f"--config={spec}", f"--workdir={workdir}"]
     if "data" in load_config(spec):
-      cmd.append(f"--config.data.data_dir={os.path.join(root, 'data')}")
+      cmd.append(f"--config.data.data_dir={paths.join(root, 'data')}")
     if previous:
       cmd.append(f"--config.init_from={previous}")
     out.append((n, workdir, cmd + list(overrides)))
-    previous = os.path.join(workdir, "model")
+    previous = paths.join(workdir, "model")
   return out
 
 
@@ -67,8 +68,8 @@ def main(argv=None) -> int:
     stages = [int(s) for s in args.stages.split(",") if s.strip()]
   except ValueError:
     ap.error(f"--stages={args.stages!r}: expected comma-separated stage numbers, e.g. 1,2,3.")
-  root = os.path.abspath(os.path.expanduser(args.root))
-  init_from = os.path.abspath(os.path.expanduser(args.init_from)) if args.init_from else None
+  root = str(paths.resolve(args.root))  # local (made absolute) or gs://
+  init_from = str(paths.resolve(args.init_from)) if args.init_from else None
   try:
     plan = stage_commands(args.config, root, stages, init_from, rest)
   except (ValueError, FileNotFoundError) as e:
@@ -77,7 +78,7 @@ def main(argv=None) -> int:
     if args.dry_run:
       print(shlex.join(cmd))
       continue
-    if store.is_checkpoint(os.path.join(workdir, "model")):
+    if store.is_checkpoint(paths.join(workdir, "model")):
       print(f"[stages] stage {n}: done ({workdir}/model exists), skipped", flush=True)
       continue
     print(f"[stages] stage {n}: {shlex.join(cmd)}", flush=True)

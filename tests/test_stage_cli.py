@@ -139,3 +139,9 @@ def test_recipe_refuses_a_stage_in_the_config_argument(tmp_path):
   assert out.returncode == 0 and len(lines) == 2
   assert "stage=2" in lines[0] and "--config.init_from=/ckpt" in lines[0]
   assert f"--config.init_from={tmp_path / 'stage_2' / 'model'}" in lines[1]
+  out = _run([sys.executable, "launch/stages.py", f"--config={STAGES}:size=shapes", "--root=gs://bucket/run",
+              "--dry_run", "--init_from=gs://bucket/ckpt"])  # cloud roots stay cloud paths (no folder "gs:")
+  lines = out.stdout.strip().splitlines()
+  assert out.returncode == 0 and "--workdir=gs://bucket/run/stage_1" in lines[0]
+  assert "--config.init_from=gs://bucket/ckpt" in lines[0] and "--config.data.data_dir=gs://bucket/run/data" in lines[0]
+  assert "--config.init_from=gs://bucket/run/stage_2/model" in lines[2]

@@ -1,4 +1,6 @@
-"""The training loop: exact resume (params and data order), restore onto another mesh, partial init, errors."""
+"""The training loop: exact resume (params and data order), restore onto another mesh, partial init, errors and
+faults (missing data state, another model's checkpoint, unwritable workdir). An unreadable checkpoint, SIGKILL and
+SIGTERM: tests/test_preemption.py; other process counts: tests/test_multihost.py."""
 import os
 
 import jax
@@ -52,22 +54,6 @@ def test_resume_is_exact(data, straight, tmp_path):
   assert (tmp_path / "b" / "tensorboard").is_dir()
 
 
-def test_unreadable_newest_checkpoint_falls_back_and_is_kept(data, straight, tmp_path, capsys):
-  loop.train(_config(data, 4), str(tmp_path), verbose=False)
-  newest = tmp_path / "checkpoints" / "4"
-  for f in (newest / "state").rglob("*"):  # truncate every array file and the metadata
-    if f.is_file() and f.stat().st_size > 0:
-      f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
-  resumed = loop.train(_config(data, 4), str(tmp_path))
-  out = capsys.readouterr().out
-  assert "the checkpoint at step 4 cannot be read" in out and "resumed from" in out and "at step 2" in out
-  jax.tree.map(np.testing.assert_array_equal, straight[0], _params(resumed))  # steps 3-4 trained again
-  assert open(tmp_path / "metrics.jsonl").readlines() == straight[1]
-  kept = tmp_path / "checkpoints" / "unreadable_4"
-  assert kept.is_dir() and (kept / "state").is_dir()  # moved aside, not deleted
-  assert (tmp_path / "checkpoints" / "2").is_dir() and (tmp_path / "checkpoints" / "4").is_dir()  # 4 saved again
-
-
 def test_missing_data_state_is_explained_and_nothing_is_lost(data, tmp_path):
   from janus_jax.train.checkpoint import DataStateError
   loop.train(_config(data, 2), str(tmp_path), verbose=False)
@@ -76,19 +62,6 @@ def test_missing_data_state_is_explained_and_nothing_is_lost(data, tmp_path):
   with pytest.raises(DataStateError, match=r"process_0-of-1.json is missing.*params are intact.*Fix"):
     loop.train(_config(data, 4), str(tmp_path), verbose=False)
   assert sorted(p.name for p in (tmp_path / "checkpoints" / "2").rglob("*")) == before
-
-
-def test_checkpoint_of_two_processes_resumes_in_one(data, straight, tmp_path, capsys):
-  """Unpacked rows: every process saved the same position, so a 2-process checkpoint's data state moves here."""
-  loop.train(_config(data, 2), str(tmp_path), verbose=False)
-  folder = tmp_path / "checkpoints" / "2" / "data"
-  state = (folder / "process_0-of-1.json").read_text()
-  (folder / "process_0-of-1.json").unlink()
-  for i in range(2):
-    (folder / f"process_{i}-of-2.json").write_text(state)
-  resumed = loop.train(_config(data, 4), str(tmp_path))
-  assert "taken from process_0-of-2.json" in capsys.readouterr().out
-  jax.tree.map(np.testing.assert_array_equal, straight[0], _params(resumed))
 
 
 def test_packed_data_state_of_another_process_count_is_refused(tmp_path):

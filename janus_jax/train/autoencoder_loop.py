@@ -100,7 +100,7 @@ def fit(name: str, params: Any, tx: optax.GradientTransformation, step_fn: StepF
     seconds = round(time.time() - t0, 1)
     report, scalars = evaluate(params) if evaluate is not None else ({}, {})
     report = dict(report, steps=steps, train_seconds=seconds)
-    if writer:
+    if writer and start < steps:  # a finished run reloaded (e.g. the main job restarted) logs nothing twice
       writer.scalars(steps, {f"{name}/{k}": v for k, v in scalars.items()})
   finally:
     if ckpt is not None:
