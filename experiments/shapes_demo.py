@@ -113,7 +113,7 @@ def get_config(arg=None):
       # Rows average ~45 of the 96 tokens: first-fit packing puts ~1.9 rows in each sequence at the same step cost.
       packing=dict(enabled=arg.pack, max_und_images=2),
       sources=(), tokenizer=""))  # empty: the main job prepares Shapes (section `data`) and uses its tokenizer
-  c.eval = dict(n_per_category=4 if fast else 25, num_questions=16 if fast else 300, cfg_weight=2.0 if flow else 5.0,
+  c.eval = dict(n_per_category=2 if fast else 25, num_questions=8 if fast else 300, cfg_weight=2.0 if flow else 5.0,
                 temperature=1.0)
   c.mesh = tuple(sharding.DEFAULT_MESH)
   c.sharding_rules = list(sharding.DEFAULT_RULES)

@@ -21,7 +21,8 @@ when the environment is a cluster (JAX_COORDINATOR_ADDRESS + JAX_NUM_PROCESSES +
 tasks, Open MPI, multi-host Cloud TPU: `janus_jax.distributed`); `on` / `off` force it. Each process reads its share
 of every global batch; process 0 alone writes metrics, samples, reports and the exported config (orbax writes every
 process's shards). Workdirs, data dirs and checkpoints may be `gs://` paths. The Shapes image-tokenizer stage runs
-on one process: run `--mode=vq` once on one host, then the multi-host command reuses <workdir>/init_model.
+on one process: run `--mode=vq` once on one host, then the multi-host command reuses <workdir>/init_model (as any
+restart does: a finished image-tokenizer stage is not run again).
 """
 from __future__ import annotations
 
@@ -161,7 +162,8 @@ def _initial_checkpoint(config, workdir: str, inputs: TrainInputs, image_tokeniz
     params = state.init_model_params(cfg, jax.random.PRNGKey(int(config.seed)))
     key = "vae" if cfg.is_flow else "gen_vision_model"
     params = dict(params, **{key: image_tokenizer_params})
-    store.save_checkpoint(path, params, cfg, tokenizer_dir=inputs.tokenizer, extra_info={"template": config.template})
+    store.save_checkpoint(path, params, cfg, tokenizer_dir=inputs.tokenizer, extra_info={"template": config.template},
+                          overwrite=True)  # over what a run killed mid-save left (no config yet: incomplete)
   return path
 
 
@@ -301,11 +303,16 @@ def run_all(config, workdir: str, mode: str = "all") -> dict:
   tok_section = "vae" if inputs.model.is_flow else "vq"
   init_ckpt = inputs.init_from
   existing_init = workdir / "init_model"
-  if not inputs.init_from and data is not None and tok_section in config and jax_process_count() > 1 and \
-      store.is_checkpoint(existing_init):  # written by a one-process --mode=vq run (see the module docstring)
+  if not inputs.init_from and data is not None and tok_section in config and store.is_checkpoint(existing_init):
+    # The image-tokenizer stage finished in an earlier run of this workdir (a restart, or a one-process --mode=vq
+    # run before a multi-process one): its model (with e.g. the calibrated VAE scale) and report are reused.
     from janus_jax.train.inputs import adopt_settings  # pylint: disable=import-outside-toplevel
     init_ckpt = str(existing_init)
     inputs = inputs.replace(init_from=init_ckpt, model=adopt_settings(store.load_config(init_ckpt), inputs.model))
+    report = workdir / tok_section / "report.json"
+    if report.exists():
+      summary[tok_section] = json.loads(report.read_text())
+    print(f"[{tok_section}] done in an earlier run: {init_ckpt}", flush=True)
   if not inputs.init_from and data is not None and tok_section in config:
     t = time.time()
     tok_params, summary[tok_section], model = image_tokenizer_step(config, workdir, data, inputs.model)
@@ -343,11 +350,6 @@ def run_all(config, workdir: str, mode: str = "all") -> dict:
                     ("generation", "understanding")}}, indent=2))
   print(f"main job done: samples.png, eval.json, checkpoints and TensorBoard logs in {workdir}", flush=True)
   return summary
-
-
-def jax_process_count() -> int:
-  import jax  # pylint: disable=import-outside-toplevel
-  return jax.process_count()
 
 
 def quiet_logs() -> None:

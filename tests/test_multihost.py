@@ -44,8 +44,8 @@ def _one_process(command):
   return out.stdout
 
 
-def _start_two(command):
-  port = _free_port()
+def _start_two(command, port=None):
+  port = port or _free_port()
   procs = []
   for i in range(2):
     env = dict(BASE_ENV, XLA_FLAGS="--xla_force_host_platform_device_count=4",
@@ -155,3 +155,16 @@ def test_sigterm_to_one_host_stops_both_at_the_same_step(runs):
   assert step < 400 and not (workdir / "model").exists()
   assert sorted(p.name for p in (workdir / "janus" / "checkpoints" / str(step) / "data").glob("*.json")) == [
       "process_0-of-2.json", "process_1-of-2.json"]
+
+
+def test_image_tokenizer_stage_on_two_processes_names_the_fix(runs):
+  """Without init_from the Shapes config would train the VQ first, which runs on one process: both processes
+  stop before any training with the one-process --mode=vq fix (exit 2)."""
+  command = [a for a in _command(runs["root"] / "no_init", runs["prep"]) if not a.startswith("--config.init_from")]
+  port = _free_port()
+  outs = []
+  for p in _start_two(command, port):
+    outs.append(p.communicate(timeout=300))
+    assert p.returncode == 2, outs[-1][1][-3000:]
+  assert all("runs on one process" in err and "--mode=vq --distributed=off" in err for _, err in outs)
+  assert not (runs["root"] / "no_init" / "janus").exists()
