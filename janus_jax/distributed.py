@@ -87,3 +87,12 @@ def initialize(mode: str = "auto", env: Mapping[str, str] | None = None) -> str 
         "Fix: set JAX_COORDINATOR_ADDRESS=host:port, JAX_NUM_PROCESSES and JAX_PROCESS_ID on every process, or "
         "run with --distributed=off on a single host.") from e
   return kind or "forced"
+
+
+def barrier(name: str) -> None:
+  """All processes wait here until every one has arrived (nothing with one process); `name` must be the same on
+  every process and unique per call site."""
+  import jax  # pylint: disable=import-outside-toplevel
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+    multihost_utils.sync_global_devices(name)

@@ -58,13 +58,6 @@ def is_primary() -> bool:
   return jax.process_index() == 0
 
 
-def _barrier(name: str) -> None:
-  import jax  # pylint: disable=import-outside-toplevel
-  if jax.process_count() > 1:
-    from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
-    multihost_utils.sync_global_devices(name)
-
-
 def _write_json(path, value) -> None:
   """`value` as indented JSON at `path` (local or remote), by process 0 only."""
   if is_primary():
@@ -78,10 +71,10 @@ def prepare_step(config, workdir) -> dict:
   from janus_jax.data.prepare import prepare  # pylint: disable=import-outside-toplevel
   data_dir = paths.resolve(config.data.data_dir) if config.data.data_dir else paths.resolve(workdir) / "data"
   if not is_primary():
-    _barrier("janus_jax_prepare")
+    distributed.barrier("janus_jax_prepare")
   data = prepare(str(data_dir), config.data.config_name, config.data.vocab_size)
   if is_primary():
-    _barrier("janus_jax_prepare")
+    distributed.barrier("janus_jax_prepare")
   return data
 
 

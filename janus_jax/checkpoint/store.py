@@ -17,6 +17,7 @@ import numpy as np
 from etils import epath
 
 from janus_jax import paths
+from janus_jax.distributed import barrier
 from janus_jax.models.configs import JanusConfig
 
 FORMAT = "janus_jax"
@@ -93,7 +94,7 @@ def save_checkpoint(directory, params: Mapping[str, Any], cfg: JanusConfig, toke
     if not overwrite:
       raise FileExistsError(f"{directory} already holds a janus_jax checkpoint (or part of one). Choose another "
                             "output directory or pass overwrite=True (--overwrite).")
-    _sync("janus_jax_save_checkpoint_checked")  # every process has looked before process 0 removes anything
+    barrier("janus_jax_save_checkpoint_checked")  # every process has looked before process 0 removes anything
     for p in ours if primary else []:
       if p.is_dir():
         p.rmtree()
@@ -101,7 +102,7 @@ def save_checkpoint(directory, params: Mapping[str, Any], cfg: JanusConfig, toke
         p.unlink()
   if primary:
     directory.mkdir(parents=True, exist_ok=True)
-  _sync("janus_jax_save_checkpoint_cleared")
+  barrier("janus_jax_save_checkpoint_cleared")
   _save_params(directory / PARAMS_DIR, params)
   if primary:
     tokenizer_files = copy_tokenizer_files(tokenizer_dir, directory / TOKENIZER_DIR) if tokenizer_dir else []
@@ -110,15 +111,8 @@ def save_checkpoint(directory, params: Mapping[str, Any], cfg: JanusConfig, toke
     tmp = directory / (CONFIG_NAME + ".tmp")
     tmp.write_text(json.dumps(meta, indent=2, default=str) + "\n")
     tmp.replace(directory / CONFIG_NAME)  # Written last: a checkpoint without it is incomplete.
-  _sync("janus_jax_save_checkpoint_done")
+  barrier("janus_jax_save_checkpoint_done")
   return directory
-
-
-def _sync(name: str) -> None:
-  """A barrier of all processes (nothing with one process)."""
-  if jax.process_count() > 1:
-    from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
-    multihost_utils.sync_global_devices(name)
 
 
 def _read_meta(directory) -> dict[str, Any]:

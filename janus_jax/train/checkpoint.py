@@ -34,6 +34,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from janus_jax import paths
+from janus_jax.distributed import barrier
 
 
 class CheckpointMismatchError(ValueError):
@@ -206,9 +207,7 @@ class Checkpointer:
       target, k = self.directory / f"unreadable_{step}_{k}", k + 1
     if jax.process_index() == 0:
       (self.directory / str(step)).rename(target)
-    if jax.process_count() > 1:
-      from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
-      multihost_utils.sync_global_devices(f"janus_jax_move_aside_{step}")
+    barrier(f"janus_jax_move_aside_{step}")
     self.manager.reload()
     return target
 
