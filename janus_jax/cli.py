@@ -6,6 +6,7 @@
                        --out DIR [--save-tokens FILE.npy] [--greedy]
   janus-jax eval       --checkpoint DIR --data-dir DIR [--tfds-name janus_shapes/default] --out eval.json
   janus-jax pairs      --jsonl ROWS.jsonl --out TRAIN.arrayrecord [--image-root DIR]   (your own training data)
+  janus-jax report     ROOT/NAME [--out DIR]   (a sweep of launch/sweep.py: mean ± 95% CI per variant, CSV, plots)
 Checkpoint, image, data and output paths may be local or remote (gs://...).
 Training: python -m janus_jax.main --config=experiments/<x>.py[:arg] --workdir=DIR
 """
@@ -83,6 +84,14 @@ def _generate(args) -> int:
   return 0
 
 
+def _report(args) -> int:
+  from janus_jax import report  # pylint: disable=import-outside-toplevel
+  files = report.write_report(args.root, args.out)
+  print(paths.resolve(files["markdown"]).read_text().split("\n## Every metric")[0].rstrip())
+  print("\nwrote " + ", ".join(files.values()))
+  return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
   p = argparse.ArgumentParser(prog="janus-jax", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
   sub = p.add_subparsers(dest="command", required=True)
@@ -145,6 +154,11 @@ def build_parser() -> argparse.ArgumentParser:
   r.add_argument("--out", required=True, help="ArrayRecord file to write (plus OUT.kinds.json)")
   r.add_argument("--image-root", default=None, help="folder relative image paths start at (default: the JSONL's)")
   r.set_defaults(fn=_pairs)
+
+  s = sub.add_parser("report", help="a sweep's units -> mean ± 95%% CI per variant (Markdown, CSV, PNG plots)")
+  s.add_argument("root", help="the sweep folder ROOT/NAME of `launch/sweep.py --root=ROOT --name=NAME`")
+  s.add_argument("--out", default=None, help="output folder (default ROOT/NAME/report)")
+  s.set_defaults(fn=_report)
   return p
 
 

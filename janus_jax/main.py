@@ -6,10 +6,12 @@ The job runs as stages that hand their results forward as values (`TrainInputs`)
   vq       when there is no `init_from` and a `vq` section (flow mode: `vae`): trains the image tokenizer on Shapes
            and writes <workdir>/init_model (random model + trained tokenizer), the run's `init_from`
   drill    when `drill.steps` > 0: the LLM alone on text-only multiple-choice letter drills (`drill_config`)
+  pre      when `pre_stages` is set, e.g. ({'stage': 1, 'steps': 100}, {'stage': 2, 'steps': 200}): the paper
+           recipe's earlier stages (their trainable sets), each from the previous one's export (`pre_stage_config`)
   train    trains in <workdir>/janus (checkpoints, metrics, TensorBoard) and exports <workdir>/model, a checkpoint
            `janus_jax.load` opens and a next stage's `init_from` (the EMA weights when there is one)
   eval     (`--mode=all` with an `eval` section and Shapes data): Shapes-GenEval + understanding of the untrained
-           and the trained model -> eval.json, samples.png
+           and the trained model -> eval.json, samples.png (`--mode=eval`: the exported model only -> eval.json)
 Modes: all (the main job, e.g. experiments/shapes_demo.py), train (default for stage configs: everything but
 eval), prepare / vq (stop after that stage), eval (evaluate <workdir>/model). Every stage resumes from what the
 workdir holds. Settings and inputs are checked before any work starts; a bad one ends with a message naming the
@@ -184,20 +186,66 @@ def drill_config(config, inputs: TrainInputs) -> tuple:
   return c, inputs.replace(sources=sources)
 
 
-def drill_step(config, workdir: str, inputs: TrainInputs) -> str:
-  """Runs the `drill` stage (see `drill_config`) unless `<workdir>/drill_model` exists; returns that checkpoint."""
+def _side_stage(workdir, name: str, config, inputs: TrainInputs, note: str) -> str:
+  """Trains `config` from `inputs.init_from` in <workdir>/<name> and exports <workdir>/<name>_model (skipped when
+  that export exists; an unfinished run resumes from its checkpoint); returns the export. Prints `note` first."""
   from janus_jax.checkpoint import store  # pylint: disable=import-outside-toplevel
   from janus_jax.train import loop  # pylint: disable=import-outside-toplevel
-  path = str(paths.resolve(workdir) / "drill_model")
+  path = str(paths.resolve(workdir) / f"{name}_model")
   if not store.is_checkpoint(path):
-    print(f"[drill] {config.drill.steps} steps of the text-only letter drill, trainable {list(config.drill.trainable)}"
-          f", lr {config.drill.lr}", flush=True)
-    drill, drill_inputs = drill_config(config, inputs)
-    state = loop.train(drill, paths.resolve(workdir) / "drill", drill_inputs)
-    if not loop.finished(state, drill):
+    print(note, flush=True)
+    state = loop.train(config, paths.resolve(workdir) / name, inputs)
+    if not loop.finished(state, config):
       raise Preempted()
-    loop.export_model(state, drill_inputs, path, config.template)
+    loop.export_model(state, inputs, path, config.template)
   return path
+
+
+def drill_step(config, workdir: str, inputs: TrainInputs) -> str:
+  """Runs the `drill` stage (see `drill_config`) unless `<workdir>/drill_model` exists; returns that checkpoint."""
+  drill, drill_inputs = drill_config(config, inputs)
+  return _side_stage(workdir, "drill", drill, drill_inputs,
+                     f"[drill] {config.drill.steps} steps of the text-only letter drill, trainable "
+                     f"{list(config.drill.trainable)}, lr {config.drill.lr}")
+
+
+PRE_STAGE_KEYS = ("stage", "steps", "lr")
+
+
+def pre_stage_config(config, spec, generation_mode: str):
+  """The config of one `pre_stages` entry {stage: 1|2|3, steps: N[, lr]}: `config` with the paper recipe's trainable
+  set of that stage (`optim.stage_trainable`) for N steps (warm-up at most N - 1, no sample grids). A derived copy."""
+  from janus_jax.configs.common import reject_unknown_keys  # pylint: disable=import-outside-toplevel
+  from janus_jax.train.optim import stage_trainable  # pylint: disable=import-outside-toplevel
+  spec = dict(spec)
+  try:
+    reject_unknown_keys(spec, PRE_STAGE_KEYS, "pre_stages entry")
+    trainable = stage_trainable(int(spec["stage"]), generation_mode)
+    steps = int(spec["steps"])
+  except (KeyError, ValueError, TypeError) as e:
+    raise ConfigError(f"pre_stages entry {spec}: {e} Each entry is {{'stage': 1|2|3, 'steps': N[, 'lr': x]}}, e.g. "
+                      "--config.pre_stages=\"({'stage': 1, 'steps': 100}, {'stage': 2, 'steps': 200})\".") from None
+  if steps < 1:
+    raise ConfigError(f"pre_stages entry {spec}: steps must be >= 1.")
+  c = config.copy_and_resolve_references()
+  with c.unlocked():
+    c.optim.update(trainable)
+    c.optim.total_steps = steps
+    c.optim.warmup_steps = min(int(c.optim.warmup_steps), steps - 1)
+    c.optim.lr = float(spec.get("lr", c.optim.lr))
+    c.train.num_steps = steps
+    c.train.sample_every = 0
+  return c
+
+
+def pre_stages_step(config, workdir: str, inputs: TrainInputs) -> str:
+  """Runs the `pre_stages` in order (stage k in <workdir>/pre_stage<i>, each from the previous export) before the
+  main training stage; returns the last export, the main stage's `init_from`."""
+  for i, spec in enumerate(config.pre_stages):
+    c = pre_stage_config(config, spec, inputs.model.generation_mode)
+    note = f"[pre-stage {i}] the stage-{int(spec['stage'])} trainable set for {int(spec['steps'])} steps"
+    inputs = inputs.replace(init_from=_side_stage(workdir, f"pre_stage{i}", c, inputs, note))
+  return inputs.init_from
 
 
 def image_size_note(config, data_image_size: int) -> str | None:
@@ -221,7 +269,7 @@ def eval_step(config, checkpoint: str, data: dict, name: str) -> dict:
   results = evaluate_checkpoint(checkpoint, data["data_dir"], data["tfds_name"],
                                 n_per_category=config.eval.n_per_category, num_questions=config.eval.num_questions,
                                 cfg_weight=config.eval.cfg_weight, temperature=config.eval.temperature,
-                                seed=int(config.seed))
+                                seed=int(config.seed), cfg_weights=tuple(config.eval.get("cfg_weights", ())))
   print(f"[eval:{name}] generation overall {results['generation']['overall']:.3f}  understanding overall "
         f"{results['understanding']['overall']:.3f}", flush=True)
   return results
@@ -250,6 +298,9 @@ def check_config(config, mode: str) -> None:
     raise ConfigError(f"--mode={mode} prepares the Shapes data: this config has no `data` section. Use --mode=train.")
   if mode == "eval" and ("eval" not in config or "data" not in config):
     raise ConfigError("--mode=eval scores a model on Shapes: this config has no `eval` / `data` section.")
+  for spec in config.get("pre_stages") or ():
+    from janus_jax.train.inputs import model_config  # pylint: disable=import-outside-toplevel
+    pre_stage_config(config, spec, model_config(config).generation_mode)
   init_from = config.get("init_from")
   if init_from:
     from janus_jax.train.inputs import model_config  # pylint: disable=import-outside-toplevel
@@ -292,6 +343,7 @@ def run_all(config, workdir: str, mode: str = "all") -> dict:
     if not store.is_checkpoint(model_ckpt):
       raise ConfigError(f"--mode=eval: {model_ckpt} holds no exported model yet; run --mode=all or --mode=train first.")
     summary["trained"] = eval_step(config, model_ckpt, data, "trained")
+    _write_json(workdir / "eval.json", summary)
     return summary
   tok_section = "vae" if inputs.model.is_flow else "vq"
   init_ckpt = inputs.init_from
@@ -319,6 +371,10 @@ def run_all(config, workdir: str, mode: str = "all") -> dict:
     t = time.time()
     inputs = inputs.replace(init_from=drill_step(config, workdir, inputs))
     timings["drill"] = round(time.time() - t, 1)
+  if config.get("pre_stages"):
+    t = time.time()
+    inputs = inputs.replace(init_from=pre_stages_step(config, workdir, inputs))
+    timings["pre_stages"] = round(time.time() - t, 1)
   t = time.time()
   state = loop.train(config, workdir / "janus", inputs)
   timings["train"] = round(time.time() - t, 1)

@@ -1,4 +1,5 @@
 """Sweep expansion (`get_hyper`) into `python -m janus_jax.main` work units, and their XManager jobs."""
+import json
 import os
 import subprocess
 import sys
@@ -102,3 +103,45 @@ def test_xm_unsupported_accelerator_names_the_valid_ones():
   out = subprocess.run([sys.executable, "launch/sweep.py", "--config=experiments/shapes_demo.py", "--root=gs://b",
                         "--xm", "--xm_executor=vertex", "--xm_accelerator=v5p"], capture_output=True, text=True)
   assert out.returncode == 2 and "not available on vertex; valid: A100" in out.stderr, out.stderr
+
+
+def _prepare_sweep(tmp_path, units: str):
+  """An experiment whose units only prepare the tiny Shapes data (a few seconds each)."""
+  exp = tmp_path / "prep.py"
+  exp.write_text(f"from janus_jax.configs import common\n\n\ndef get_config(arg=None):\n"
+                 f"  c = common.load_config({os.path.abspath('experiments/shapes_demo.py') + ':fast'!r})\n"
+                 f"  c.mode = 'prepare'\n  return c\n\n\ndef get_hyper(h):\n  return {units}\n")
+  return exp
+
+
+def _sweep(exp, root, *flags):
+  return subprocess.run([sys.executable, "launch/sweep.py", f"--config={exp}", f"--root={root}", "--name=e",
+                         "--local", *flags], capture_output=True, text=True, timeout=600, check=False)
+
+
+def test_local_parallel_runs_units_side_by_side_and_keeps_going_after_a_failure(tmp_path):
+  exp = _prepare_sweep(tmp_path, "h.chainit([h.sweep('config.seed', [0, 1]), "
+                                 "[{'config.seed': 2, 'config.data.config_name': 'no_such_config'}]])")
+  proc = _sweep(exp, tmp_path / "root", "--parallel", "2")
+  assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
+  assert "1 of 3 units failed: 2 (exit" in proc.stdout and "janus-jax report" in proc.stdout
+  sweep_dir = tmp_path / "root" / "e"
+  exits = [json.loads((sweep_dir / str(i) / "exit.json").read_text()) for i in range(3)]
+  assert [e["returncode"] == 0 for e in exits] == [True, True, False]
+  assert exits[1]["started"] < exits[0]["started"] + exits[0]["seconds"]  # unit 1 started while unit 0 ran
+  unit = json.loads((sweep_dir / "0" / "unit.json").read_text())
+  assert unit["seed"] == 0 and unit["variant"] == "data.config_name=(default)" and unit["command"][-1].endswith("/e/0")
+  assert "[unit 1] " in proc.stdout and (sweep_dir / "1" / "log.txt").read_text().strip()
+  from janus_jax import report  # pylint: disable=import-outside-toplevel
+  assert list(report.load_units(sweep_dir)["status"]) == ["done", "done", "failed"]
+  again = _sweep(exp, tmp_path / "root")  # finished units are skipped, the failed one runs again
+  assert "[unit 0] finished in an earlier run: skipped" in again.stdout and "[unit 2] + " in again.stdout
+
+
+def test_bad_sweeps_stop_before_anything_runs(tmp_path):
+  exp = _prepare_sweep(tmp_path, "h.sweep('config.optim.learning_rate', [1e-3])")
+  proc = _sweep(exp, tmp_path / "root")
+  assert proc.returncode == 2 and "work unit 0" in proc.stderr and "no field 'learning_rate'" in proc.stderr
+  assert "Fix the override in get_hyper" in proc.stderr and not (tmp_path / "root").exists()
+  proc = _sweep(tmp_path / "missing.py", tmp_path / "root")
+  assert proc.returncode == 2 and "no such file" in proc.stderr

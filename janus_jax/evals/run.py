@@ -58,17 +58,25 @@ def _text(x) -> str:
 
 
 def evaluate(pipe, spec: shapes.ShapesSpec, records: Sequence[dict], *, n_per_category: int, num_questions: int,
-             cfg_weight: float = 5.0, temperature: float = 1.0, seed: int = 0) -> dict[str, Any]:
-  """Both evaluations; JSON-serialisable, with timings."""
+             cfg_weight: float = 5.0, temperature: float = 1.0, seed: int = 0,
+             cfg_weights: Sequence[float] = ()) -> dict[str, Any]:
+  """Both evaluations; JSON-serialisable, with timings. `cfg_weights`: generation is also scored at each of these
+  guidance weights, under "cfg_sweep" {"<weight>": {"generation": {...}}} (same prompts and seed)."""
   t0 = time.time()
   gen, _ = generation_scores(pipe, spec, n_per_category=n_per_category, cfg_weight=cfg_weight,
                              temperature=temperature, seed=seed)
   t1 = time.time()
   und = understanding_scores(pipe, records, num_questions=num_questions, seed=seed)
-  return {"generation": gen, "understanding": und,
+  t2 = time.time()
+  cfg_sweep = {f"{float(w):g}": {"generation": generation_scores(pipe, spec, n_per_category=n_per_category,
+                                                                  cfg_weight=float(w), temperature=temperature,
+                                                                  seed=seed)[0]} for w in cfg_weights}
+  extra = {"cfg_sweep": cfg_sweep} if cfg_sweep else {}
+  return {"generation": gen, "understanding": und, **extra,
           "settings": dict(n_per_category=n_per_category, num_questions=num_questions, cfg_weight=cfg_weight,
                            temperature=temperature, seed=seed),
-          "seconds": {"generation": round(t1 - t0, 1), "understanding": round(time.time() - t1, 1)}}
+          "seconds": {"generation": round(t1 - t0, 1), "understanding": round(t2 - t1, 1),
+                      **({"cfg_sweep": round(time.time() - t2, 1)} if cfg_sweep else {})}}
 
 
 def write_json(results: dict, path: str) -> None:
@@ -78,7 +86,8 @@ def write_json(results: dict, path: str) -> None:
 
 def evaluate_checkpoint(checkpoint: str, data_dir: str, tfds_name: str = "janus_shapes/default", *,
                         n_per_category: int = 25, num_questions: int = 300, cfg_weight: float = 5.0,
-                        temperature: float = 1.0, seed: int = 0) -> dict[str, Any]:
+                        temperature: float = 1.0, seed: int = 0, cfg_weights: Sequence[float] = ()
+                        ) -> dict[str, Any]:
   """Loads a janus_jax checkpoint and evaluates it on the prepared Shapes dataset's test split (both paths local or
   remote)."""
   import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
@@ -91,4 +100,4 @@ def evaluate_checkpoint(checkpoint: str, data_dir: str, tfds_name: str = "janus_
   src = tfds_source(tfds_name, "test", data_dir, per_process=False)
   records = [src[i] for i in range(min(len(src), num_questions))]
   return evaluate(pipe, spec, records, n_per_category=n_per_category, num_questions=num_questions,
-                  cfg_weight=cfg_weight, temperature=temperature, seed=seed)
+                  cfg_weight=cfg_weight, temperature=temperature, seed=seed, cfg_weights=cfg_weights)
