@@ -63,12 +63,16 @@ def get_config(arg=None):
                scan_layers=False),  # unrolled layers: 7% faster fwd+bwd than lax.scan on 2 CPU cores
       vision=dict(image_size=32, patch_size=8, width=64 if fast else 128, depth=1 if fast else 2, num_heads=4,
                   mlp_dim=128 if fast else 256, pos_embed_init="normal"),
-      aligner=dict(kind="mlp_gelu", input_dim=64 if fast else 128, output_dim=hidden, depth=2),
+      # input_dim 0: the understanding encoder's width (vision.width; vq.codebook_dim with und_encoder=vq).
+      aligner=dict(kind="mlp_gelu", input_dim=0, output_dim=hidden, depth=2),
       vq=vq,
       gen_aligner=dict(kind="mlp_gelu", input_dim=8, output_dim=hidden, depth=2),
       gen_head=dict(n_embed=hidden, image_token_embed=hidden, image_token_size=256),
       gen_embed_dim=8,
-      generation_mode="ar_vq")
+      generation_mode="ar_vq",
+      # --config.model.und_encoder=vq: the ablation of Janus's decoupling, understanding reads the (frozen,
+      # pretrained) VQ's quantized latents instead of SigLIP (32 px -> 4x4 = 16 codes, as many as the 16 patches).
+      und_encoder="siglip")
 
   if flow:
     width = 64 if fast else 128
@@ -80,7 +84,7 @@ def get_config(arg=None):
                  scaling_factor=1.0),  # the main job sets it to 1 / latent std after training the VAE
         uvit=dict(channels=width, hidden_size=hidden, layers_in_middle=2),
         repa=dict(layer=2 if not fast else 1, hidden_dim=hidden, output_dim=c.model.vision.width, depth=3),
-        generation_mode="flow")
+        generation_mode="flow", und_encoder="siglip")
     c.vae = dict(steps=4 if fast else 500, batch_size=32, lr=2e-3, num_images=64 if fast else 8000, kl_weight=1e-6)
 
   # The drill stage, before the mixture (main.drill_step; off when steps=0): the LLM alone learns on text rows to
@@ -94,6 +98,8 @@ def get_config(arg=None):
   c.drill = dict(steps=0, lr=2.5e-4, warmup_steps=2 if fast else 60, batch_size=8 if fast else 32, seq_len=72,
                  trainable=["language_model/.*"])
 
+  # Earlier stages of the paper recipe before this one (main.pre_stage_config), e.g. ({'stage': 1, 'steps': 100},).
+  c.pre_stages = ()
   steps = ml_collections.FieldReference(4 if fast else 1800)
   c.optim = ml_collections.ConfigDict(dict(lr=2e-3, schedule="cosine", warmup_steps=2 if fast else 60,
                                            end_lr_factor=0.05, weight_decay=0.0, grad_clip_norm=1.0,
@@ -114,7 +120,7 @@ def get_config(arg=None):
       packing=dict(enabled=arg.pack, max_und_images=2),
       sources=(), tokenizer=""))  # empty: the main job prepares Shapes (section `data`) and uses its tokenizer
   c.eval = dict(n_per_category=2 if fast else 25, num_questions=8 if fast else 300, cfg_weight=2.0 if flow else 5.0,
-                temperature=1.0)
+                temperature=1.0, cfg_weights=())  # cfg_weights: also score generation at these guidance weights
   c.mesh = tuple(sharding.DEFAULT_MESH)
   c.sharding_rules = list(sharding.DEFAULT_RULES)
   return c

@@ -22,6 +22,8 @@ def _fast(arg: str = ""):
 
 def test_main_job_fast(tmp_path):
   config = _fast()
+  config.pre_stages = ({"stage": 1, "steps": 2},)  # the stage-1 trainable set between the drill and training
+  config.eval.cfg_weights = (1.0, 3.0)
   settings = config.to_dict()
   summary = main.run_all(config, str(tmp_path))
   assert config.to_dict() == settings  # the job hands its results forward; it never writes into its config
@@ -34,7 +36,9 @@ def test_main_job_fast(tmp_path):
                                                 "color_attr", "overall"}
     assert 0.0 <= saved[which]["understanding"]["overall"] <= 1.0
   assert summary["vq"]["psnr"] > 0
-  assert "drill" in saved["timings_seconds"]
+  assert "drill" in saved["timings_seconds"] and "pre_stages" in saved["timings_seconds"]
+  assert set(saved["trained"]["cfg_sweep"]) == {"1", "3"}
+  assert set(saved["trained"]["cfg_sweep"]["3"]["generation"]) >= {"colors", "overall"}
   # The drill stage trained the LLM alone: every language_model param moved, everything else is the initial model.
   initial, _ = store.load_checkpoint(str(tmp_path / "init_model"))
   drilled, _ = store.load_checkpoint(str(tmp_path / "drill_model"))
@@ -43,7 +47,14 @@ def test_main_job_fast(tmp_path):
   for (path, a), (_, b) in zip(flat_initial, flat_drilled):
     name = path_str(path)
     assert np.array_equal(a, b) != name.startswith("language_model/"), name
+  # The pre-stage trained the stage-1 set alone (both aligners, gen_head, gen_embed), from the drill's export.
+  staged, _ = store.load_checkpoint(str(tmp_path / "pre_stage0_model"))
+  stage1 = ("aligner/", "gen_aligner/", "gen_head/", "gen_embed/")
+  for (path, a), (_, b) in zip(flat_drilled, jax.tree_util.tree_leaves_with_path(staged)):
+    name = path_str(path)
+    assert np.array_equal(a, b) != name.startswith(stage1), name
   assert main.run_all(load_config("experiments/shapes_demo.py:fast"), str(tmp_path), mode="eval")["trained"]
+  assert set(json.load(open(tmp_path / "eval.json"))) == {"generation_mode", "trained"}  # --mode=eval rewrote it
   # The README's `janus-jax eval` on the exported model, as a user runs it.
   import subprocess, sys  # pylint: disable=import-outside-toplevel,multiple-imports
   janus_jax_cli = os.path.join(os.path.dirname(sys.executable), "janus-jax")

@@ -26,6 +26,9 @@ janus_jax extensions (ignored by the official loader, which could not build thes
     SigLIP shape implied by `params.model_name` (a sibling of `params`, because the official code passes every
     `params` entry on to `CLIPVisionTower`).
   * `gen_vision_config.params.janus_jax_vq`: the `VQConfig` architecture fields, when they differ from VQ-16.
+  * `vision_config.janus_jax_und_encoder`: `JanusConfig.und_encoder` when it is not 'siglip' (e.g. 'vq': the
+    understanding path reads the VQ; `vision_config.params.image_size` stays the understanding image size).
+    Released checkpoints never have it, so they always read as 'siglip'.
   * `language_config.head_dim` is written only when it differs from hidden_size // num_attention_heads.
 """
 from __future__ import annotations
@@ -218,8 +221,9 @@ def _deepseek(cfg: Mapping[str, Any], used: list[str]) -> JanusConfig:
   if gen_tokens != gen_head.image_token_size:
     raise ConfigError(f"gen_vision_config.params.image_token_size={gen_tokens} (rows of gen_embed) differs from "
                       f"gen_head_config.params.image_token_size={gen_head.image_token_size}; janus_jax ties both.")
+  und_encoder = str(cfg["vision_config"].get("janus_jax_und_encoder") or "siglip")
   return JanusConfig(llm=llm, vision=vision, aligner=aligner, vq=vq, gen_aligner=gen_aligner, gen_head=gen_head,
-                     gen_embed_dim=gen_embed_dim)
+                     gen_embed_dim=gen_embed_dim, und_encoder=und_encoder)
 
 
 def _transformers(cfg: Mapping[str, Any], used: list[str]) -> JanusConfig:
@@ -261,7 +265,8 @@ def check_consistency(cfg: JanusConfig) -> None:
       raise ConfigError("Inconsistent JanusFlow checkpoint config: " + "; ".join(bad) + ".")
     return
   d = cfg.llm.hidden_size
-  checks = [("aligner input_dim", cfg.aligner.input_dim, "vision width", cfg.vision.width),
+  enc = cfg.understanding_encoder
+  checks = [("aligner input_dim", cfg.aligner.input_dim, enc.feature_name, enc.feature_dim(cfg)),
             ("aligner output_dim", cfg.aligner.output_dim, "LLM hidden_size", d),
             ("gen_aligner input_dim", cfg.gen_aligner.input_dim, "gen_embed_dim", cfg.gen_embed_dim),
             ("gen_aligner output_dim", cfg.gen_aligner.output_dim, "LLM hidden_size", d),
@@ -368,6 +373,8 @@ def _vision_dict(cfg: JanusConfig) -> dict[str, Any]:
   ext = {k: getattr(v, k) for k in _VIT_EXT_FIELDS}
   if any(ext[k] != std[k] for k in _VIT_EXT_FIELDS):
     vision["janus_jax_vit"] = ext
+  if cfg.und_encoder != "siglip":
+    vision["janus_jax_und_encoder"] = cfg.und_encoder
   return vision
 
 

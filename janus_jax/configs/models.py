@@ -22,6 +22,7 @@ def _janus(hidden: int, intermediate: int, layers: int, heads: int) -> dict[str,
       gen_head=dict(n_embed=hidden, image_token_embed=hidden, image_token_size=16384),
       gen_embed_dim=8,
       generation_mode="ar_vq",
+      und_encoder="siglip",  # or "vq" (the shared-encoder ablation; see janus_jax.models.und_encoder)
   )
 
 
@@ -53,6 +54,7 @@ def janus_tiny() -> dict[str, Any]:
       gen_head=dict(n_embed=64, image_token_embed=64, image_token_size=256),
       gen_embed_dim=8,
       generation_mode="ar_vq",
+      und_encoder="siglip",  # or "vq" (the shared-encoder ablation; see janus_jax.models.und_encoder)
   )
 
 
@@ -70,6 +72,7 @@ def janusflow_1_3b() -> dict[str, Any]:
                scaling_factor=0.13025),
       repa=dict(layer=6, hidden_dim=2048, output_dim=1024, depth=3),
       generation_mode="flow",
+      und_encoder="siglip",
   )
 
 
@@ -84,6 +87,7 @@ def janusflow_tiny() -> dict[str, Any]:
       vae=dict(block_out_channels=(16, 32), layers_per_block=1, norm_num_groups=8, scaling_factor=1.0),
       repa=dict(layer=1, hidden_dim=64, output_dim=64, depth=3),
       generation_mode="flow",
+      und_encoder="siglip",
   )
 
 

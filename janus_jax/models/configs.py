@@ -91,6 +91,8 @@ class SiglipConfig:
 class AlignerConfig:
   """Projector from an encoder to the LLM width: `mlp_gelu` (Linear, GELU, Linear, ...) or `linear`."""
   kind: str = "mlp_gelu"
+  # For the understanding `aligner`, 0 means the understanding encoder's width (`JanusConfig` resolves it:
+  # vision.width for und_encoder 'siglip', vq.codebook_dim for 'vq').
   input_dim: int = 1024
   output_dim: int = 2048
   depth: int = 2
@@ -209,10 +211,25 @@ class JanusConfig:
   uvit: UViTConfig = UViTConfig()
   vae: KLVAEConfig = KLVAEConfig()
   repa: RepaConfig = RepaConfig()
+  # What understanding reads (`janus_jax.models.und_encoder`): "siglip" (the SigLIP ViT `vision_model`, Janus) or
+  # "vq" (ar_vq only: the VQ tokenizer's quantized latents through `aligner`; no SigLIP params, one shared encoder).
+  und_encoder: str = "siglip"
 
   def __post_init__(self):
     if self.generation_mode not in GENERATION_MODES:
       raise ValueError(f"Unknown model.generation_mode {self.generation_mode!r}; valid: {GENERATION_MODES}.")
+    enc = self.understanding_encoder
+    if self.aligner.input_dim == 0:  # frozen dataclass: resolved once, here
+      object.__setattr__(self, "aligner", dataclasses.replace(self.aligner, input_dim=enc.feature_dim(self)))
+    problems = enc.problems(self)
+    if problems:
+      raise ValueError(" ".join(problems))
+
+  @property
+  def understanding_encoder(self):
+    """The `janus_jax.models.und_encoder.UndEncoder` named by `und_encoder` (ValueError for an unknown name)."""
+    from janus_jax.models import und_encoder  # pylint: disable=import-outside-toplevel  # it imports this module
+    return und_encoder.get(self.und_encoder)
 
   @property
   def is_flow(self) -> bool:
@@ -232,8 +249,9 @@ class JanusConfig:
 
   @property
   def num_image_tokens(self) -> int:
-    """Understanding features per image (SigLIP patches) = generated tokens per image (VQ grid)."""
-    return self.vision.num_patches
+    """Understanding features per image (SigLIP patches; with und_encoder 'vq' the VQ grid of a vision.image_size
+    image) = generated tokens per image (VQ grid)."""
+    return self.understanding_encoder.num_tokens(self)
 
   @property
   def gen_grid(self) -> int:

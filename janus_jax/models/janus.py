@@ -1,8 +1,9 @@
 """The unified Janus / Janus-Pro model (generation mode `ar_vq`).
 
 Submodules (names = DeepSeek checkpoint prefixes):
-  vision_model      SigLIP ViT, images -> float[B, 576, 1024] understanding features
-  aligner           MLP 1024 -> D -> D
+  vision_model      SigLIP ViT, images -> float[B, 576, 1024] understanding features (absent with
+                    `und_encoder='vq'`: understanding then reads gen_vision_model's quantized latents [B, 576, 8])
+  aligner           MLP 1024 -> D -> D (input: the understanding encoder's width, `janus_jax.models.und_encoder`)
   gen_vision_model  VQ-16 tokenizer (encode images -> codes, decode codes -> images)
   gen_embed         float[16384, 8] embedding of generated image tokens (separate from the VQ codebook)
   gen_aligner       MLP 8 -> D -> D
@@ -21,7 +22,6 @@ from janus_jax.models import layers
 from janus_jax.models.aligners import Aligner, GenHead
 from janus_jax.models.configs import JanusConfig
 from janus_jax.models.llama import KVCache, LlamaForCausalLM
-from janus_jax.models.siglip import SiglipVisionTower
 from janus_jax.models.vq import VQModel
 
 
@@ -56,7 +56,7 @@ class JanusModel(nn.Module):
 
   def setup(self):
     cfg = self.cfg
-    self.vision_model = SiglipVisionTower(cfg.vision)
+    self.vision_model = cfg.understanding_encoder.vision_model(cfg)  # SigLIP tower; None for und_encoder 'vq'
     self.aligner = Aligner(cfg.aligner)
     self.gen_vision_model = VQModel(cfg.vq)
     self.gen_embed = nn.Embed(
@@ -69,8 +69,9 @@ class JanusModel(nn.Module):
 
   # --- understanding path ---------------------------------------------------------------------------------
   def image_features(self, pixel_values: jax.Array) -> jax.Array:
-    """float[N, H, W, 3] in [-1, 1] -> aligned understanding features float[N, 576, D]."""
-    return self.aligner(self.vision_model(pixel_values))
+    """float[N, H, W, 3] in [-1, 1] -> aligned understanding features float[N, num_image_tokens, D] (the
+    `cfg.und_encoder` features, e.g. SigLIP float[N, 576, 1024], through `aligner`)."""
+    return self.aligner(self.cfg.understanding_encoder.features(self, pixel_values))
 
   def embed_text(self, ids: jax.Array) -> jax.Array:
     """int[B, T] -> float[B, T, D]. Negative ids (placeholders in some pipelines) embed as id 0."""

@@ -197,8 +197,9 @@ def check_init_from(init_from: str, cfg: JanusConfig) -> None:
     raise ConfigError(f"init_from={init_from!r}: {e} It must be {INIT_HINT}.") from None
   ours, theirs = (_shapes(abstract_params(_unrolled(c))) for c in (cfg, stored_cfg))
   diff = [f"{k}: checkpoint {theirs[k]} vs config {v}" for k, v in ours.items() if k in theirs and theirs[k] != v]
-  if cfg.generation_mode != stored_cfg.generation_mode:
-    diff.insert(0, f"generation_mode: checkpoint {stored_cfg.generation_mode!r} vs config {cfg.generation_mode!r}")
+  for field in ("und_encoder", "generation_mode"):  # other models even where no param shape differs
+    if getattr(cfg, field) != getattr(stored_cfg, field):
+      diff.insert(0, f"{field}: checkpoint {getattr(stored_cfg, field)!r} vs config {getattr(cfg, field)!r}")
   if diff:
     fields = _config_differences(stored_cfg, cfg)
     raise ConfigError(f"init_from={init_from!r} holds another model than the config: {len(diff)} param(s) differ, "

@@ -23,7 +23,9 @@ Config (`config.optim`, every key optional except `lr`; unknown keys raise):
                  the rate of the new modules; unmatched params use lr. Multipliers must be > 0 (freeze with `frozen`)
   ema_decay      > 0 keeps an exponential moving average of the params in the train state (JanusFlow: 0.99);
                  read by `train.state`, not by the optimizer
-Every regex must match at least one param (typo protection). Frozen params get `optax.set_to_zero()` through
+Every regex must match at least one param (typo protection), except one whose top-level module is in
+`absent_modules`: a module the model variant does not build (e.g. 'vision_model' with model.und_encoder='vq',
+`janus_jax.models.und_encoder.absent_modules`), so the stage lists' 'vision_model/.*' stays valid there. Frozen params get `optax.set_to_zero()` through
 `optax.multi_transform`: their optimizer state is empty, and the train step leaves them bit-identical and does not
 even compute their gradients. The returned transformation is a `KeyedTransformation` (equal when built from the
 same config and param tree), so it can be static data of `TrainState` without breaking jit caching.
@@ -132,8 +134,10 @@ def path_str(path) -> str:
   return "/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
 
 
-def _match_all(patterns: Sequence[str], paths: Sequence[str], what: str) -> list[bool]:
-  """Per path: does any pattern fullmatch? Raises when a pattern matches nothing (typo protection)."""
+def _match_all(patterns: Sequence[str], paths: Sequence[str], what: str,
+               absent_modules: Sequence[str] = ()) -> list[bool]:
+  """Per path: does any pattern fullmatch? Raises when a pattern matches nothing (typo protection), unless the
+  pattern's top-level module (its text before the first '/') is one of `absent_modules`."""
   hits = [False] * len(paths)
   for pat in patterns:
     try:
@@ -141,7 +145,7 @@ def _match_all(patterns: Sequence[str], paths: Sequence[str], what: str) -> list
     except re.error as e:
       raise ValueError(f"optim.{what} pattern {pat!r} is not a valid regex: {e}.") from e
     matched = [bool(rx.fullmatch(p)) for p in paths]
-    if not any(matched):
+    if not any(matched) and pat.split("/")[0] not in absent_modules:
       tops = sorted({p.split("/")[0] for p in paths})
       raise ValueError(
           f"optim.{what} pattern {pat!r} matches no parameter (patterns are re.fullmatch'ed on '/'-joined paths "
@@ -150,15 +154,15 @@ def _match_all(patterns: Sequence[str], paths: Sequence[str], what: str) -> list
   return hits
 
 
-def trainable_mask(optim_cfg, params) -> Any:
-  """Pytree of bools like `params`: True where the param trains."""
+def trainable_mask(optim_cfg, params, absent_modules: Sequence[str] = ()) -> Any:
+  """Pytree of bools like `params`: True where the param trains (`absent_modules`: see the module docstring)."""
   c = resolve_config(optim_cfg)
   paths = param_paths(params)
   trainable = c["trainable"]
   if isinstance(trainable, str) or isinstance(c["frozen"], str):
     raise ValueError("optim.trainable / optim.frozen must be LISTS of regexes, not a single string.")
-  on = [True] * len(paths) if trainable is None else _match_all(list(trainable), paths, "trainable")
-  off = _match_all(list(c["frozen"] or ()), paths, "frozen")
+  on = [True] * len(paths) if trainable is None else _match_all(list(trainable), paths, "trainable", absent_modules)
+  off = _match_all(list(c["frozen"] or ()), paths, "frozen", absent_modules)
   flags = [a and not b for a, b in zip(on, off)]
   if not any(flags):
     raise ValueError("optim.trainable / optim.frozen leave no trainable parameter.")
@@ -171,7 +175,8 @@ def decay_mask_fn(pattern: str) -> Callable[[Any], Any]:
   return lambda params: jax.tree_util.tree_map_with_path(lambda p, _: bool(rx.fullmatch(path_str(p))), params)
 
 
-def lr_multiplier_masks(lr_mults, params) -> list[tuple[float, Callable[[Any], Any]]]:
+def lr_multiplier_masks(lr_mults, params, absent_modules: Sequence[str] = ()
+                        ) -> list[tuple[float, Callable[[Any], Any]]]:
   """[(multiplier, mask_fn)] from `lr_mults` pairs; mask_fn(params) -> bool pytree (True where the multiplier
   applies; a path takes the first pattern it fullmatches). Callables, like `decay_mask_fn`, so they also apply to
   the trainable sub-tree that `optax.multi_transform` hands on."""
@@ -184,22 +189,25 @@ def lr_multiplier_masks(lr_mults, params) -> list[tuple[float, Callable[[Any], A
     if not float(mult) > 0:
       raise ValueError(f"optim.lr_mults multiplier {mult!r} for {pattern!r} must be > 0; to freeze params list "
                        "them in optim.frozen.")
-    mine = {p for p, hit in zip(paths, _match_all([pattern], paths, "lr_mults")) if hit and p not in taken}
+    mine = {p for p, hit in zip(paths, _match_all([pattern], paths, "lr_mults", absent_modules))
+            if hit and p not in taken}
     taken |= mine
     out.append((float(mult), lambda tree, mine=frozenset(mine): jax.tree_util.tree_map_with_path(
         lambda path, _: path_str(path) in mine, tree)))
   return out
 
 
-def make_optimizer(optim_cfg, params) -> tuple[optax.GradientTransformation, Callable[[jax.Array], jax.Array]]:
+def make_optimizer(optim_cfg, params, absent_modules: Sequence[str] = ()
+                   ) -> tuple[optax.GradientTransformation, Callable[[jax.Array], jax.Array]]:
   """Builds the optimizer for `params` (arrays or ShapeDtypeStructs; only the tree structure and paths are used).
+  `absent_modules`: top-level modules the model does not build, which patterns may name (module docstring).
 
   Returns: (tx, schedule_fn). `tx` = multi_transform({trainable: clip -> adam -> decoupled wd -> -lr(step),
   frozen: set_to_zero}); `schedule_fn(step)` is the lr used for update number `step`.
   """
   c = resolve_config(optim_cfg)
   schedule = make_schedule(c)
-  labels = jax.tree.map(lambda t: TRAINABLE if t else FROZEN, trainable_mask(c, params))
+  labels = jax.tree.map(lambda t: TRAINABLE if t else FROZEN, trainable_mask(c, params, absent_modules))
   chain = []
   if c["grad_clip_norm"]:
     chain.append(optax.clip_by_global_norm(float(c["grad_clip_norm"])))
@@ -208,7 +216,7 @@ def make_optimizer(optim_cfg, params) -> tuple[optax.GradientTransformation, Cal
   if c["weight_decay"]:
     chain.append(optax.add_decayed_weights(float(c["weight_decay"]), mask=decay_mask_fn(c["decay_pattern"])))
   chain.append(optax.scale_by_learning_rate(schedule))
-  for mult, mask in lr_multiplier_masks(c["lr_mults"], params):
+  for mult, mask in lr_multiplier_masks(c["lr_mults"], params, absent_modules):
     chain.append(optax.masked(optax.scale(mult), mask))
   tx = optax.multi_transform({TRAINABLE: optax.chain(*chain), FROZEN: optax.set_to_zero()}, labels)
   key = (repr(sorted((k, repr(v)) for k, v in c.items())), str(jax.tree.structure(params)))

@@ -23,6 +23,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 from janus_jax import sharding as sharding_lib
 from janus_jax.models.configs import JanusConfig
 from janus_jax.models.janus import abstract_params, init_params
+from janus_jax.models.und_encoder import absent_modules
 from janus_jax.train import optim
 
 
@@ -58,8 +59,8 @@ def _init_compiler_options():
   return {"xla_backend_optimization_level": 0} if jax.default_backend() == "cpu" else None
 
 
-def _trainable_paths(optim_cfg, params) -> tuple[str, ...]:
-  mask = optim.trainable_mask(optim_cfg, params)
+def _trainable_paths(optim_cfg, params, absent=()) -> tuple[str, ...]:
+  mask = optim.trainable_mask(optim_cfg, params, absent)
   return tuple(p for p, m in zip(optim.param_paths(params), jax.tree.leaves(mask)) if m)
 
 
@@ -69,7 +70,7 @@ def create_train_state(cfg: JanusConfig, optim_cfg, rng: jax.Array | None = None
     if rng is None:
       raise ValueError("create_train_state needs `rng` (to initialise params) or `params`.")
     params = _jitted_init(cfg)(rng)
-  return _state_from_params(optim_cfg, params)
+  return _state_from_params(optim_cfg, params, absent_modules(cfg))
 
 
 def init_model_params(cfg: JanusConfig, rng: jax.Array) -> Any:
@@ -94,26 +95,29 @@ def create_sharded_train_state(cfg: JanusConfig, optim_cfg, shardings: TrainStat
   if params is None:
     if rng is None:
       raise ValueError("create_sharded_train_state needs `rng` (to initialise params) or `params`.")
-    make = jax.jit(lambda r: _state_from_params(optim_cfg, init_params(cfg, r)), out_shardings=shardings,
-                   compiler_options=_init_compiler_options())
+    make = jax.jit(lambda r: _state_from_params(optim_cfg, init_params(cfg, r), absent_modules(cfg)),
+                   out_shardings=shardings, compiler_options=_init_compiler_options())
     return make(rng)
   params = jax.device_put(params, shardings.params)
-  make = jax.jit(lambda p: _state_from_params(optim_cfg, p), in_shardings=(shardings.params,),
+  make = jax.jit(lambda p: _state_from_params(optim_cfg, p, absent_modules(cfg)), in_shardings=(shardings.params,),
                  out_shardings=shardings)
   return make(params)
 
 
-def _state_from_params(optim_cfg, params) -> TrainState:
-  tx, _ = optim.make_optimizer(optim_cfg, params)
+def _state_from_params(optim_cfg, params, absent=()) -> TrainState:
+  """`absent`: top-level modules the model does not build (`und_encoder.absent_modules`), which the optimizer's
+  patterns may name."""
+  tx, _ = optim.make_optimizer(optim_cfg, params, absent)
   decay = float(optim.resolve_config(optim_cfg)["ema_decay"])
   ema = jax.tree.map(jnp.copy, params) if decay > 0 else None
   return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params), tx=tx,
-                    trainable=_trainable_paths(optim_cfg, params), ema_params=ema, ema_decay=decay)
+                    trainable=_trainable_paths(optim_cfg, params, absent), ema_params=ema, ema_decay=decay)
 
 
 def abstract_state(cfg: JanusConfig, optim_cfg) -> TrainState:
   """The state as ShapeDtypeStructs (no memory, no compute)."""
-  return jax.eval_shape(lambda: _state_from_params(optim_cfg, init_params(cfg, jax.random.PRNGKey(0))))
+  return jax.eval_shape(lambda: _state_from_params(optim_cfg, init_params(cfg, jax.random.PRNGKey(0)),
+                                                   absent_modules(cfg)))
 
 
 def normalize_rules(rules):

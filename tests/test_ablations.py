@@ -1,0 +1,73 @@
+"""experiments/ablations.py: each claim's work units (variants x 3 seeds), every override valid, clear errors."""
+import subprocess
+import sys
+
+import pytest
+
+from janus_jax import main
+from janus_jax.configs.common import load_config
+from janus_jax.train.inputs import ConfigError
+from launch import sweep
+
+CLAIMS = {  # claim -> the variants it compares
+    "decoupling": ["siglip (decoupled)", "vq (shared)"],
+    "repa": ["REPA", "no REPA"],
+    "cfg": [""],  # one trained model per seed; the report splits it by guidance weight
+    "stages": ["one stage (600 steps)", "staged 1->2->3 (100+200+300 steps)"],
+    "modes": ["ar_vq", "flow"],
+}
+
+
+@pytest.mark.parametrize("claim", sorted(CLAIMS))
+def test_claim_units_are_variants_times_three_seeds(claim):
+  spec = f"experiments/ablations.py:{claim}"
+  units = sweep.work_units(spec)
+  sweep.check_units(spec, units)  # every override exists in the unit's config and has the right type
+  labels = sweep.variant_labels(units)
+  assert list(dict.fromkeys(labels)) == CLAIMS[claim]
+  for variant in CLAIMS[claim]:
+    assert sorted(u["config.seed"] for u, l in zip(units, labels) if l == variant) == [0, 1, 2]
+
+
+def test_claim_units_change_what_they_name():
+  """Each variant's config differs from its partner only in what the claim is about (seed aside)."""
+  def configs(claim):
+    spec = f"experiments/ablations.py:{claim}"
+    out = []
+    for unit in sweep.work_units(spec):
+      if unit["config.seed"] == 0:
+        config = load_config(f"experiments/ablations.py:{sweep._config_arg(spec, unit)}")  # pylint: disable=protected-access
+        sweep.hyper.apply_overrides(config, unit)
+        out.append(config)
+    return out
+
+  siglip, vq = configs("decoupling")
+  assert (siglip.model.und_encoder, vq.model.und_encoder) == ("siglip", "vq")
+  repa, no_repa = configs("repa")
+  assert (repa.train.flow.repa_weight, no_repa.train.flow.repa_weight) == (1.0, 0.0)
+  assert repa.model.generation_mode == no_repa.model.generation_mode == "flow"
+  one, staged = configs("stages")
+  assert one.train.num_steps == staged.train.num_steps + sum(s["steps"] for s in staged.pre_stages) == 600
+  ar, flow = configs("modes")
+  assert (ar.model.generation_mode, flow.model.generation_mode) == ("ar_vq", "flow")
+  assert (ar.train.num_steps, ar.input.batch_size) == (flow.train.num_steps, flow.input.batch_size)
+  (cfg,) = configs("cfg")
+  assert tuple(cfg.eval.cfg_weights) == (1.0, 2.0, 3.0, 5.0, 7.0)
+
+
+def test_unknown_claim_names_the_valid_ones():
+  out = subprocess.run([sys.executable, "launch/sweep.py", "--config=experiments/ablations.py:decouple",
+                        "--root=/tmp/never", "--dry_run"], capture_output=True, text=True, check=False)
+  assert out.returncode == 2 and "Valid claims: decoupling, repa, cfg, stages, modes" in out.stderr, out.stderr
+
+
+def test_pre_stage_config_takes_the_stage_trainable_set():
+  config = load_config("experiments/shapes_demo.py")
+  c = main.pre_stage_config(config, {"stage": 2, "steps": 30}, "ar_vq")
+  assert c.optim.trainable is None and list(c.optim.frozen) == ["vision_model/.*", "gen_vision_model/.*"]
+  assert (c.train.num_steps, c.optim.total_steps, c.optim.warmup_steps) == (30, 30, 29)
+  assert config.train.num_steps == 1800 and config.optim.trainable is None  # the run's own config is untouched
+  with pytest.raises(ConfigError, match=r"Unknown Janus training stage 4.*e.g. --config.pre_stages"):
+    main.pre_stage_config(config, {"stage": 4, "steps": 3}, "ar_vq")
+  with pytest.raises(ConfigError, match=r"Unknown pre_stages entry key\(s\) \['step'\]"):
+    main.pre_stage_config(config, {"stage": 1, "step": 3}, "ar_vq")
