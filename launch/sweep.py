@@ -242,6 +242,17 @@ def main(argv=None) -> int:
     for c in cmds:
       print(shlex.join(c))
     return 0
+  if args.xm:  # XManager and its flags are checked before anything is written
+    try:
+      from launch import xm_launch  # pylint: disable=import-outside-toplevel
+    except ImportError as e:
+      raise SystemExit(f"XManager is not installed ({e}): `pip install -e '.[xm]'` (or use --local / --dry_run)."
+                       ) from e
+    try:
+      xm_launch.parse_flags(xm_flags)
+      reqs = xm_launch.requirements(args.xm_executor, args.xm_accelerator, args.xm_count)
+    except ValueError as e:
+      ap.error(str(e))
   workdirs = [paths.join(args.root, name, str(i)) for i in range(len(units))]
   for i, (unit, label, workdir) in enumerate(zip(units, variant_labels(units), workdirs)):
     paths.resolve(workdir).mkdir(parents=True, exist_ok=True)
@@ -260,15 +271,6 @@ def main(argv=None) -> int:
       return 1
     print(f"all {len(cmds)} units finished: {report}", flush=True)
     return 0
-  try:
-    from launch import xm_launch  # pylint: disable=import-outside-toplevel
-  except ImportError as e:
-    raise SystemExit(f"XManager is not installed ({e}): `pip install -e '.[xm]'` (or use --local / --dry_run).") from e
-  try:
-    xm_launch.parse_flags(xm_flags)
-    reqs = xm_launch.requirements(args.xm_executor, args.xm_accelerator, args.xm_count)
-  except ValueError as e:
-    ap.error(str(e))
   if args.xm_executor != "local" and not args.root.startswith("gs://"):
     print(f"warning: --root={args.root} is not a gs:// path; cloud units write their workdirs there.", file=sys.stderr)
   xm_launch.launch(name, args.xm_executor, cmds, reqs, args.xm_base_image or xm_launch.BASE_IMAGE,
