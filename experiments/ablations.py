@@ -15,8 +15,8 @@ Claims (the config arg of the sweep picks one; variants x seeds 0, 1, 2):
 
 A unit is the Shapes main job (experiments/shapes_demo.py: prepare, image tokenizer, Janus, Shapes-GenEval +
 understanding) at a budget that keeps a claim near an hour on a 2-core CPU: `vq.steps` / `vae.steps` 200 on 4000
-images, 600 training steps (the demo: 500 and 1800), the demo's evaluation size (25 prompts per GenEval category,
-300 questions). Every unit trains its own image tokenizer and model from its seed.
+images, 600 training steps (the demo: 500 and 1800), the demo's evaluation size (100 prompts per GenEval category,
+1000 questions). Every unit trains its own image tokenizer and model from its seed.
 """
 from janus_jax.configs import common
 

@@ -119,7 +119,9 @@ def get_config(arg=None):
       # Rows average ~45 of the 96 tokens: first-fit packing puts ~1.9 rows in each sequence at the same step cost.
       packing=dict(enabled=arg.pack, max_und_images=2),
       sources=(), tokenizer=""))  # empty: the main job prepares Shapes (section `data`) and uses its tokenizer
-  c.eval = dict(n_per_category=2 if fast else 25, num_questions=8 if fast else 300, cfg_weight=2.0 if flow else 5.0,
+  # 600 GenEval prompts and 1000 questions (the whole test split): at 25 prompts per category the same model scored
+  # single object 0.36 / 0.72 / 0.44 with evaluation seeds 0 / 1 / 2; each evaluation takes seconds.
+  c.eval = dict(n_per_category=2 if fast else 100, num_questions=8 if fast else 1000, cfg_weight=2.0 if flow else 5.0,
                 temperature=1.0, cfg_weights=())  # cfg_weights: also score generation at these guidance weights
   c.mesh = tuple(sharding.DEFAULT_MESH)
   c.sharding_rules = list(sharding.DEFAULT_RULES)

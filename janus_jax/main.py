@@ -50,10 +50,6 @@ EXIT_CONFIG_ERROR = 2
 EXIT_PREEMPTED = 75
 
 
-class Preempted(Exception):
-  """Training stopped on SIGTERM after saving a checkpoint; nothing was exported."""
-
-
 def is_primary() -> bool:
   """Process 0: the one that writes reports and images (all processes compute)."""
   import jax  # pylint: disable=import-outside-toplevel
@@ -196,6 +192,7 @@ def _side_stage(workdir, name: str, config, inputs: TrainInputs, note: str) -> s
     print(note, flush=True)
     state = loop.train(config, paths.resolve(workdir) / name, inputs)
     if not loop.finished(state, config):
+      from janus_jax.train.checkpoint import Preempted  # pylint: disable=import-outside-toplevel
       raise Preempted()
     loop.export_model(state, inputs, path, config.template)
   return path
@@ -379,6 +376,7 @@ def run_all(config, workdir: str, mode: str = "all") -> dict:
   state = loop.train(config, workdir / "janus", inputs)
   timings["train"] = round(time.time() - t, 1)
   if not loop.finished(state, config):
+    from janus_jax.train.checkpoint import Preempted  # pylint: disable=import-outside-toplevel
     raise Preempted()
   loop.export_model(state, inputs, model_ckpt, config.template)
   if is_primary():
@@ -469,7 +467,8 @@ def main(argv) -> None:
   if config is None or _WORKDIR.value is None:
     raise app.UsageError("--config and --workdir are required.")
   mode = _MODE.value or config.get("mode", "train")
-  from janus_jax.train.checkpoint import CheckpointMismatchError, DataStateError  # pylint: disable=import-outside-toplevel
+  from janus_jax.train.checkpoint import (  # pylint: disable=import-outside-toplevel
+      CheckpointMismatchError, DataStateError, Preempted)
   try:
     run_all(config, _WORKDIR.value, mode)
   except (ConfigError, CheckpointMismatchError, DataStateError) as e:

@@ -98,3 +98,28 @@ def test_kills_sigterm_and_a_corrupt_checkpoint_end_bit_identical(tmp_path):
   straight, _ = store.load_checkpoint(str(reference / "model"))
   for a, b in zip(jax.tree.leaves(resumed), jax.tree.leaves(straight)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_sigterm_in_the_image_tokenizer_stage_saves_and_exits_75(tmp_path):
+  """SIGTERM while the VQ trains (before the Janus loop): a VQ checkpoint at the next step, exit 75, and the same
+  command resumes the VQ from it."""
+  workdir = tmp_path / "run"
+  cmd = [sys.executable, "-m", "janus_jax.main", "--config=experiments/janus_stages.py:stage=2,size=shapes",
+         f"--workdir={workdir}", "--config.data.config_name=tiny", "--config.vq.steps=100000",
+         "--config.vq.num_images=32", "--mode=vq"]
+  proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=USER_ENV)
+  deadline = time.time() + 300
+  while not (workdir / "vq" / "metrics.jsonl").exists() and proc.poll() is None and time.time() < deadline:
+    time.sleep(0.05)
+  assert proc.poll() is None, proc.communicate()[1][-3000:]
+  proc.send_signal(signal.SIGTERM)
+  out, err = proc.communicate(timeout=120)
+  assert proc.returncode == 75, (out[-2000:], err[-3000:])
+  assert "[vq] SIGTERM: checkpoint written at step" in out and "preempted (SIGTERM)" in out
+  saved = [int(p.name) for p in (workdir / "vq" / "checkpoints").iterdir() if p.name.isdigit()]
+  assert saved and max(saved) >= 50 and not (workdir / "init_model").exists()
+  again = subprocess.Popen(cmd + ["--config.vq.steps=%d" % (max(saved) + 2)], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True, env=USER_ENV)
+  out, err = again.communicate(timeout=300)
+  assert again.returncode == 0, err[-3000:]
+  assert f"resumed vq training from step {max(saved)}" in out and (workdir / "init_model").exists()

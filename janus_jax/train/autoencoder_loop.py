@@ -14,7 +14,7 @@ import numpy as np
 import optax
 
 from janus_jax import paths
-from janus_jax.train.checkpoint import Checkpointer, abstract_like
+from janus_jax.train.checkpoint import Checkpointer, Preempted, abstract_like
 from janus_jax.train.metrics import MetricsWriter, Progress, check_finite
 
 
@@ -61,7 +61,7 @@ def fit(name: str, params: Any, tx: optax.GradientTransformation, step_fn: StepF
 
   With a `workdir`, writes `<name>/...` scalars (TensorBoard + metrics.jsonl; `evaluate` also returns the final
   scalars to write) and orbax checkpoints of {params, opt_state}, and resumes from the latest checkpoint found
-  there. `shown` maps progress-line labels to metric names; `check_batch` validates each uint8 batch.
+  there; SIGTERM saves at the next step and raises `checkpoint.Preempted`. `shown` maps progress-line labels to metric names; `check_batch` validates each uint8 batch.
   """
   state = {"params": params, "opt_state": tx.init(params)}
   start = 0
@@ -96,7 +96,12 @@ def fit(name: str, params: Any, tx: optax.GradientTransformation, step_fn: StepF
         if not quiet:
           print(f"[{name}] " + progress.line(done, {k: metrics[m] for k, m in (shown or {}).items()}), flush=True)
       if ckpt is not None:
-        ckpt.maybe_save(done, {"params": params, "opt_state": opt_state})
+        stop = ckpt.preemption_point(done)
+        ckpt.maybe_save(done, {"params": params, "opt_state": opt_state}, force=stop)
+        if stop:
+          if not quiet:
+            print(f"[{name}] SIGTERM: checkpoint written at step {done}; exiting.", flush=True)
+          raise Preempted(f"{name} training stopped by SIGTERM at step {done} (checkpoint saved)")
     seconds = round(time.time() - t0, 1)
     report, scalars = evaluate(params) if evaluate is not None else ({}, {})
     report = dict(report, steps=steps, train_seconds=seconds)

@@ -70,6 +70,10 @@ def _first_line(e: BaseException) -> str:
   return f"{type(e).__name__}: {text.splitlines()[0][:300]}" if text else type(e).__name__
 
 
+class Preempted(Exception):
+  """A training loop stopped on SIGTERM after saving a checkpoint (run the same command again to resume)."""
+
+
 class Checkpointer:
   """orbax CheckpointManager with items state / data / config, async saves, keep-N and SIGTERM handling."""
 
