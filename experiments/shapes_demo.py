@@ -31,32 +31,21 @@ def get_config(arg=None):
   c.seed = 0
   c.template = "deepseek"
   c.init_from = ""
-  # und_mc_scaffold: half the multiple-choice turns are asked open first (a curriculum for picking the option
-  # letter; measured on seed 0: multiple choice 0.40 -> 0.52, understanding 0.58 -> 0.59, but run-to-run spread is
-  # +-0.05). Measured and left off: und_mc_weight=3 (0.52), text_qa_turns=3 with text=0.5 (0.51).
-  # Seed spread of this config (--config.seed=0/1/2): understanding 0.59/0.57/0.57, Shapes-GenEval colours
-  # 0.92/0.88/0.64, single object 1.00/1.00/0.84, overall 0.63/0.57/0.56.
-  # Longer training does not reach understanding 0.7 (seed 0): --config.train.num_steps=3000 gives 0.59 (GenEval
-  # 0.58, single 0.80, colours 0.72); 3600 steps 0.60; with the drill recipe below, 3000 steps give 0.66 (1800: 0.65).
-  # Position (yes/no, chance 0.5) and count questions stay near 0.5 in every run.
+  c.image_tokenizer_from = ""  # a checkpoint whose VQ / VAE this run uses instead of training one (e.g. <w>/init_model)
+  # und_mc_scaffold: the share of multiple-choice turns asked open first (a curriculum for picking the option letter).
+  # What was measured with these settings and left off: README, "The demo: what was tried".
   c.data = dict(data_dir=None, config_name="tiny" if fast else arg.data_config, vocab_size=512,
                 und_caption_prob=0.5, und_qa_turns=3, und_mc_weight=1.0, und_mc_scaffold=0.5,
                 text_qa_turns=0, text_letter_drill=False)
 
   vq = dict(codebook_size=256, codebook_dim=8, base_channels=32, channel_mult=(1, 2, 2, 2), z_channels=32,
             num_res_blocks=1, num_groups=8, encoder_attention=False)
-  # restart_every=25 (dead-code restarts) lifts the VQ from 19 to 255 used codes and PSNR 24.5 -> 27.8 dB, but the
-  # richer token distribution is harder to learn in the demo budget (Shapes-GenEval 0.52 -> 0.41), so it is off.
-  # The VQ trained is model.vq; this section holds its training settings.
+  # The VQ trained is model.vq; this section holds its training settings. restart_every > 0 restarts dead codes.
   # adversarial_weight > 0 adds the PatchGAN hinge term from step adversarial_start on (off in the demo).
   c.vq = dict(steps=4 if fast else 500, batch_size=32, lr=2e-3, num_images=64 if fast else 8000,
               restart_every=0, adversarial_weight=0.0, adversarial_start=0)
 
   hidden = 64 if fast else 192
-  # vision.pos_embed_init="sincos2d" (2-D sine-cosine start, big_vision style) did not help position questions
-  # (understanding 0.55 / 0.59 on seeds 0 / 1, position 0.44 / 0.53) and cost Shapes-GenEval single object, so off.
-  # A deeper / wider understanding encoder did not help either (seed 0): vision.depth=4 -> understanding 0.55
-  # (position 0.53, count 0.43), depth=4 width=192 mlp_dim=384 -> 0.49, and 8% / 13% slower steps.
   c.model = dict(
       llm=dict(vocab_size=512, hidden_size=hidden, intermediate_size=2 * hidden if fast else 512,
                num_layers=2 if fast else 3, num_heads=4, num_kv_heads=4, max_position_embeddings=256,
@@ -89,12 +78,7 @@ def get_config(arg=None):
 
   # The drill stage, before the mixture (main.drill_step; off when steps=0): the LLM alone learns on text rows to
   # pick the option letter of an answer it is given (the multiple-choice lookup), at a rate low enough for that
-  # circuit to form (bench/probe_mc_matcher.py). Measured on seed 0 with --config.drill.steps=800
-  # --config.data.text_letter_drill=True --config.input.mixture.text=0.3 (the mixture's text rows are drills too,
-  # which keep the circuit at lr 2e-3): understanding 0.59 -> 0.65 (multiple choice 0.52 -> 0.59), single object
-  # 1.00, colours 0.88, overall 0.63 -> 0.47, but an estimated ~1.2 min over the 15-minute budget: off by default.
-  # drill.batch_size=16 does not form the circuit in 800 steps (final drill loss 0.56 vs 0.20 at 32); drill rows in
-  # the mixture without the stage: understanding 0.55.
+  # circuit to form (bench/probe_mc_matcher.py). Used with --config.data.text_letter_drill=True.
   c.drill = dict(steps=0, lr=2.5e-4, warmup_steps=2 if fast else 60, batch_size=8 if fast else 32, seq_len=72,
                  trainable=["language_model/.*"])
 
@@ -119,10 +103,15 @@ def get_config(arg=None):
       # Rows average ~45 of the 96 tokens: first-fit packing puts ~1.9 rows in each sequence at the same step cost.
       packing=dict(enabled=arg.pack, max_und_images=2),
       sources=(), tokenizer=""))  # empty: the main job prepares Shapes (section `data`) and uses its tokenizer
-  # 600 GenEval prompts and 1000 questions (the whole test split): at 25 prompts per category the same model scored
-  # single object 0.36 / 0.72 / 0.44 with evaluation seeds 0 / 1 / 2; each evaluation takes seconds.
+  # 600 GenEval prompts and the whole 1000-question test split (seconds each; smaller evaluations are noisy: README).
   c.eval = dict(n_per_category=2 if fast else 100, num_questions=8 if fast else 1000, cfg_weight=2.0 if flow else 5.0,
                 temperature=1.0, cfg_weights=())  # cfg_weights: also score generation at these guidance weights
   c.mesh = tuple(sharding.DEFAULT_MESH)
   c.sharding_rules = list(sharding.DEFAULT_RULES)
   return c
+
+
+def get_hyper(h):
+  """The demo over seeds 0, 1, 2 (`python launch/sweep.py --config=experiments/shapes_demo.py --root=R --name=seeds
+  --local`, then `janus-jax report R/seeds`): the figures the README quotes."""
+  return h.sweep("config.seed", [0, 1, 2])

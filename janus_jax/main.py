@@ -4,7 +4,8 @@ The job runs as stages that hand their results forward as values (`TrainInputs`)
   prepare  when the config has a `data` section and no `input.sources`: the Shapes dataset + its sentencepiece
            tokenizer in data.data_dir (default <workdir>/data), which become the run's sources and tokenizer
   vq       when there is no `init_from` and a `vq` section (flow mode: `vae`): trains the image tokenizer on Shapes
-           and writes <workdir>/init_model (random model + trained tokenizer), the run's `init_from`
+           (or takes the one of the checkpoint `image_tokenizer_from`) and writes <workdir>/init_model (random model
+           from the run's seed + that tokenizer), the run's `init_from`
   drill    when `drill.steps` > 0: the LLM alone on text-only multiple-choice letter drills (`drill_config`)
   pre      when `pre_stages` is set, e.g. ({'stage': 1, 'steps': 100}, {'stage': 2, 'steps': 200}): the paper
            recipe's earlier stages (their trainable sets), each from the previous one's export (`pre_stage_config`)
@@ -139,6 +140,52 @@ def image_tokenizer_step(config, workdir: str, data: dict, cfg):
     return params, report, cfg
   params, report = vq_step(config, workdir, data, cfg)
   return params, report, cfg
+
+
+def _tokenizer_part(cfg) -> tuple[str, str]:
+  """(param module, config part) of the mode's image tokenizer."""
+  return ("vae", "vae") if cfg.is_flow else ("gen_vision_model", "vq")
+
+
+def check_image_tokenizer_from(source: str, cfg) -> None:
+  """Raises ConfigError unless `source` is a janus_jax checkpoint whose image tokenizer is the one `cfg` describes
+  (same generation mode, same VQ / VAE shape fields; the VAE's calibrated scaling_factor is taken from it)."""
+  from janus_jax.checkpoint import store  # pylint: disable=import-outside-toplevel
+  src = paths.resolve(source)
+  fix = ("Fix: --config.image_tokenizer_from=<workdir>/init_model of a run that trained it (e.g. one with "
+         "--mode=vq), or another janus_jax checkpoint of this model.")
+  if not store.is_checkpoint(src):
+    raise ConfigError(f"image_tokenizer_from={source}: {src} is not a janus_jax checkpoint (no janus_config.json / "
+                      f"params). {fix}")
+  stored = store.load_config(src)
+  if stored.generation_mode != cfg.generation_mode:
+    raise ConfigError(f"image_tokenizer_from={source} is a {stored.generation_mode!r} model; this run generates with "
+                      f"{cfg.generation_mode!r}. {fix}")
+  _, part = _tokenizer_part(cfg)
+  a, b = dataclasses.asdict(getattr(stored, part)), dataclasses.asdict(getattr(cfg, part))
+  from janus_jax.train.inputs import RUN_SETTINGS  # pylint: disable=import-outside-toplevel
+  diff = [f"model.{part}.{k}: checkpoint {a.get(k)!r} vs config {b.get(k)!r}" for k in sorted(set(a) | set(b))
+          if k not in RUN_SETTINGS + ("scaling_factor",) and a.get(k) != b.get(k)]
+  if diff:
+    raise ConfigError(f"image_tokenizer_from={source} holds another image tokenizer: {'; '.join(diff)}. {fix}")
+
+
+def reused_image_tokenizer(config, cfg):
+  """(params, report, model cfg) of the image tokenizer in `config.image_tokenizer_from`, in place of training one
+  (`image_tokenizer_step`): e.g. one tokenizer per seed shared by the work units of a sweep. The report is the one of
+  the run that trained it (<its workdir>/vq|vae/report.json) when it is there."""
+  from janus_jax.checkpoint import store  # pylint: disable=import-outside-toplevel
+  check_image_tokenizer_from(config.image_tokenizer_from, cfg)
+  src = paths.resolve(config.image_tokenizer_from)
+  key, part = _tokenizer_part(cfg)
+  params, stored = store.load_checkpoint(src)
+  report_file = src.parent / part / "report.json"
+  report = json.loads(report_file.read_text()) if report_file.exists() else {}
+  report["from"] = str(src)
+  if cfg.is_flow:
+    cfg = dataclasses.replace(cfg, vae=dataclasses.replace(cfg.vae, scaling_factor=stored.vae.scaling_factor))
+  print(f"[{part}] reused from {src}", flush=True)
+  return params[key], report, cfg
 
 
 def _initial_checkpoint(config, workdir: str, inputs: TrainInputs, image_tokenizer_params) -> str:
@@ -299,6 +346,12 @@ def check_config(config, mode: str) -> None:
     from janus_jax.train.inputs import model_config  # pylint: disable=import-outside-toplevel
     pre_stage_config(config, spec, model_config(config).generation_mode)
   init_from = config.get("init_from")
+  if config.get("image_tokenizer_from"):
+    from janus_jax.train.inputs import model_config  # pylint: disable=import-outside-toplevel
+    if init_from:
+      raise ConfigError("image_tokenizer_from and init_from are both set: init_from already holds an image "
+                        "tokenizer. Fix: drop one of them.")
+    check_image_tokenizer_from(config.image_tokenizer_from, model_config(config))
   if init_from:
     from janus_jax.train.inputs import model_config  # pylint: disable=import-outside-toplevel
     check_init_from(str(paths.resolve(init_from)), model_config(config))
@@ -355,9 +408,13 @@ def run_all(config, workdir: str, mode: str = "all") -> dict:
     if report.exists():
       summary[tok_section] = json.loads(report.read_text())
     print(f"[{tok_section}] done in an earlier run: {init_ckpt}", flush=True)
-  if not inputs.init_from and data is not None and tok_section in config:
+  reuse = bool(config.get("image_tokenizer_from"))
+  if not inputs.init_from and (reuse or (data is not None and tok_section in config)):
     t = time.time()
-    tok_params, summary[tok_section], model = image_tokenizer_step(config, workdir, data, inputs.model)
+    if reuse:
+      tok_params, summary[tok_section], model = reused_image_tokenizer(config, inputs.model)
+    else:
+      tok_params, summary[tok_section], model = image_tokenizer_step(config, workdir, data, inputs.model)
     timings[tok_section] = round(time.time() - t, 1)
     inputs = inputs.replace(model=model)
     init_ckpt = _initial_checkpoint(config, workdir, inputs, tok_params)

@@ -13,6 +13,7 @@ CLAIMS = {  # claim -> the variants it compares
     "decoupling": ["siglip (decoupled)", "vq (shared)"],
     "repa": ["REPA", "no REPA"],
     "cfg": [""],  # one trained model per seed; the report splits it by guidance weight
+    "tokenizers": ["ar_vq", "flow"],
     "stages": ["one stage (600 steps)", "staged 1->2->3 (100+200+300 steps)"],
     "modes": ["ar_vq", "flow"],
 }
@@ -56,6 +57,8 @@ def test_claim_units_change_what_they_name():
 
 
 def test_unknown_claim_names_the_valid_ones():
+  assert sweep.work_units("experiments/ablations.py:repa,tokenizers=/t")[4]["config.image_tokenizer_from"] == \
+      "/t/4/init_model"  # flow, seed 1: the tokenizers sweep's unit 3 + 1
   out = subprocess.run([sys.executable, "launch/sweep.py", "--config=experiments/ablations.py:decouple",
                         "--root=/tmp/never", "--dry_run"], capture_output=True, text=True, check=False)
   assert out.returncode == 2 and "Valid claims: decoupling, repa, cfg, stages, modes" in out.stderr, out.stderr
@@ -71,3 +74,27 @@ def test_pre_stage_config_takes_the_stage_trainable_set():
     main.pre_stage_config(config, {"stage": 4, "steps": 3}, "ar_vq")
   with pytest.raises(ConfigError, match=r"Unknown pre_stages entry key\(s\) \['step'\]"):
     main.pre_stage_config(config, {"stage": 1, "step": 3}, "ar_vq")
+
+
+def test_image_tokenizer_from_reuses_the_tokenizer_and_inits_the_rest_from_the_seed(tmp_path):
+  """What the claims' units do with `tokenizers=`: the VQ of another run, everything else from the unit's seed."""
+  import jax  # pylint: disable=import-outside-toplevel
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  from janus_jax.checkpoint import store  # pylint: disable=import-outside-toplevel
+  first = load_config("experiments/shapes_demo.py:fast")
+  main.run_all(first, str(tmp_path / "tok"), mode="vq")
+  second = load_config("experiments/shapes_demo.py:fast")
+  second.seed, second.image_tokenizer_from = 1, str(tmp_path / "tok" / "init_model")
+  summary = main.run_all(second, str(tmp_path / "unit"), mode="vq")
+  assert summary["vq"]["from"] == second.image_tokenizer_from and "psnr" in summary["vq"]
+  a, _ = store.load_checkpoint(tmp_path / "tok" / "init_model")
+  b, _ = store.load_checkpoint(tmp_path / "unit" / "init_model")
+  for x, y in zip(jax.tree.leaves(a["gen_vision_model"]), jax.tree.leaves(b["gen_vision_model"])):
+    np.testing.assert_array_equal(x, y)
+  assert not np.array_equal(a["gen_head"]["output_mlp_projector"]["kernel"],
+                            b["gen_head"]["output_mlp_projector"]["kernel"])  # seed 1's own init
+  assert not (tmp_path / "unit" / "vq").exists()  # nothing trained
+  flow = load_config("experiments/shapes_demo.py:fast,gen=flow")
+  flow.image_tokenizer_from = second.image_tokenizer_from
+  with pytest.raises(ConfigError, match=r"is a 'ar_vq' model; this run generates with 'flow'"):
+    main.run_all(flow, str(tmp_path / "flow"), mode="vq")

@@ -21,7 +21,8 @@ def test_get_hyper_expands_to_main_commands():
 def test_dry_run_cli():
   out = subprocess.run([sys.executable, "launch/sweep.py", "--config=experiments/shapes_demo.py", "--root=/r",
                         "--name=e", "--dry_run"], capture_output=True, text=True, check=True).stdout
-  assert out.strip().endswith("--workdir=/r/e/0")
+  lines = out.strip().splitlines()  # the demo's get_hyper: seeds 0, 1, 2
+  assert len(lines) == 3 and lines[0].endswith("--config.seed=0 --workdir=/r/e/0") and lines[2].endswith("/r/e/2")
 
 
 def _sweep_cmds(root):
