@@ -21,6 +21,9 @@ CORE = [
     "tokenizers",
     "sentencepiece",
     "tqdm",
+    # janus_jax.report (sweep tables and plots; `janus-jax report`).
+    "pandas",
+    "matplotlib",
 ]
 
 setuptools.setup(
@@ -37,8 +40,10 @@ setuptools.setup(
         "torch": ["torch==2.13.0"],
         # launch/sweep.py --xm (launch/xm_launch.py). It pins protobuf<7 (6.33 works with the TensorFlow stack).
         "xm": ["xmanager==0.8.5.post1"],
+        # papermill + nbclient + ipykernel: tests/test_notebooks.py executes notebooks/*.ipynb under a real kernel.
         "dev": ["pytest", "pytest-xdist", "torch==2.13.0", "transformers==5.23.0", "diffusers==0.42.1",
-                "xmanager==0.8.5.post1"],
+                "xmanager==0.8.5.post1", "papermill>=2.7.0", "nbclient>=0.11.0", "nbformat>=5.11.1",
+                "ipykernel>=7.4.0"],
     },
     entry_points={"console_scripts": ["janus-jax=janus_jax.cli:main"]},
 )

@@ -237,13 +237,11 @@ def summary_markdown(summary, metrics: list[str]) -> str:
 
 
 def _plot_metrics(units, summary, metrics: list[str], path) -> None:
-  import matplotlib  # pylint: disable=import-outside-toplevel
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
   import numpy as np  # pylint: disable=import-outside-toplevel
+  from matplotlib.figure import Figure  # pylint: disable=import-outside-toplevel  # no pyplot: notebooks keep theirs
   labels = [str(v) or "(base)" for v in summary["variant"]]
-  fig, axes = plt.subplots(1, max(len(metrics), 1), figsize=(max(3.2, 0.9 * len(labels) + 1.5) * len(metrics), 3.6),
-                           squeeze=False)
+  fig = Figure(figsize=(max(3.2, 0.9 * len(labels) + 1.5) * max(len(metrics), 1), 3.6))
+  axes = fig.subplots(1, max(len(metrics), 1), squeeze=False)
   x = np.arange(len(labels))
   for ax, m in zip(axes[0], metrics):
     means = summary[f"{m} mean"].to_numpy(float)
@@ -258,14 +256,12 @@ def _plot_metrics(units, summary, metrics: list[str], path) -> None:
   fig.tight_layout()
   with paths.resolve(path).open("wb") as f:
     fig.savefig(f, format="png", dpi=110)
-  plt.close(fig)
 
 
 def _plot_losses(curves, path) -> None:
-  import matplotlib  # pylint: disable=import-outside-toplevel
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
-  fig, ax = plt.subplots(figsize=(6.4, 4.0))
+  from matplotlib.figure import Figure  # pylint: disable=import-outside-toplevel
+  fig = Figure(figsize=(6.4, 4.0))
+  ax = fig.subplots()
   for variant, group in curves.groupby("variant", sort=False):
     by_step = group.groupby("step")["loss"]
     mean, low, high = by_step.mean(), by_step.min(), by_step.max()
@@ -278,7 +274,6 @@ def _plot_losses(curves, path) -> None:
   fig.tight_layout()
   with paths.resolve(path).open("wb") as f:
     fig.savefig(f, format="png", dpi=110)
-  plt.close(fig)
 
 
 def write_report(root, out_dir=None) -> dict[str, str]:
