@@ -100,7 +100,8 @@ def vq_step(config, workdir: str, data: dict, cfg):
   train_images = _images(data["tfds_name"], data["data_dir"], "train", v.num_images)
   eval_images = _images(data["tfds_name"], data["data_dir"], "validation", 512)
   params, report = train_vq(cfg.vq, train_images, eval_images, steps=v.steps, batch_size=v.batch_size,
-                            lr=v.lr, workdir=str(paths.resolve(workdir) / "vq"), checkpoint_every=v.steps,
+                            lr=v.lr, seed=int(config.seed), workdir=str(paths.resolve(workdir) / "vq"),
+                            checkpoint_every=v.steps,
                             restart_every=int(v.get("restart_every", 0)),
                             adversarial_weight=float(v.get("adversarial_weight", 0.0)),
                             adversarial_start=int(v.get("adversarial_start", 0)))
@@ -118,7 +119,8 @@ def vae_step(config, workdir: str, data: dict, cfg):
   train_images = _images(data["tfds_name"], data["data_dir"], "train", v.num_images)
   eval_images = _images(data["tfds_name"], data["data_dir"], "validation", 512)
   params, report = train_vae(cfg.vae, train_images, eval_images, steps=v.steps, batch_size=v.batch_size, lr=v.lr,
-                             kl_weight=v.kl_weight, workdir=str(paths.resolve(workdir) / "vae"),
+                             kl_weight=v.kl_weight, seed=int(config.seed),
+                             workdir=str(paths.resolve(workdir) / "vae"),
                              checkpoint_every=v.steps)
   _write_json(paths.resolve(workdir) / "vae" / "report.json", report)
   print(f"[vae] psnr {report['psnr']:.2f} dB, latent std {1 / report['scaling_factor']:.3f} -> scaling_factor "
