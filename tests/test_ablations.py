@@ -104,3 +104,15 @@ def test_image_tokenizer_from_reuses_the_tokenizer_and_inits_the_rest_from_the_s
   flow.image_tokenizer_from = second.image_tokenizer_from
   with pytest.raises(ConfigError, match=r"is a 'ar_vq' model; this run generates with 'flow'"):
     main.run_all(flow, str(tmp_path / "flow"), mode="vq")
+
+
+def test_readme_sweep_commands_expand(tmp_path):
+  """The README's ablation commands, as subprocesses (--dry_run: what each unit runs)."""
+  run = lambda arg: subprocess.run([sys.executable, "launch/sweep.py", f"--config=experiments/ablations.py:{arg}",  # pylint: disable=unnecessary-lambda-assignment
+                                    f"--root={tmp_path}", "--name=x", "--dry_run"], capture_output=True, text=True,
+                                   check=True).stdout.strip().splitlines()
+  tokenizers = run("tokenizers")
+  assert len(tokenizers) == 6 and all("--config.mode=vq" in c for c in tokenizers)
+  units = run(f"decoupling,tokenizers={tmp_path}/tokenizers")
+  assert len(units) == 6 and f"--config.image_tokenizer_from={tmp_path}/tokenizers/2/init_model" in units[2]
+  assert "--config.model.und_encoder=vq" in units[3] and units[3].endswith(f"--workdir={tmp_path}/x/3")
