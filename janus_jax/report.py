@@ -74,6 +74,23 @@ def _flat_scores(result: dict) -> dict[str, float]:
   return out
 
 
+_TOKENIZER_KEYS = ("psnr", "codes_used", "codebook_usage", "scaling_factor")
+
+
+def _tokenizer_scores(workdir, result: dict | None) -> dict[str, float]:
+  """'vq/psnr', 'vq/codes_used', ... (flow: 'vae/...') of the unit's image tokenizer: from eval.json, else from the
+  stage's own report (a `--mode=vq` unit)."""
+  out = {}
+  for part in ("vq", "vae"):
+    rep = (result or {}).get(part)
+    if rep is None and (workdir / part / "report.json").exists():
+      rep = _read_json(workdir / part / "report.json")[0]
+    for key in _TOKENIZER_KEYS:
+      if isinstance(rep, dict) and isinstance(rep.get(key), (int, float)):
+        out[f"{part}/{key}"] = float(rep[key])
+  return out
+
+
 def _final_loss(workdir) -> tuple[float | None, int | None]:
   """(last logged train/loss, its step) from the unit's metrics.jsonl, or (None, None)."""
   from janus_jax.train.metrics import read_metrics  # pylint: disable=import-outside-toplevel
@@ -103,6 +120,7 @@ def read_unit(workdir) -> list[dict]:
   metrics: dict[str, float] = {}
   if loss is not None:
     metrics["final_loss"] = loss
+  metrics.update(_tokenizer_scores(workdir, None))
   if exit_info and exit_info.get("seconds") is not None:
     metrics["wall_s"] = float(exit_info["seconds"])
   result = None
@@ -117,6 +135,7 @@ def read_unit(workdir) -> list[dict]:
     if total is not None and "wall_s" not in metrics:
       metrics["wall_s"] = float(total)
     trained = result.get("trained") or {}
+    metrics.update(_tokenizer_scores(workdir, result))
     done = {**base, **metrics, **_flat_scores(trained), "status": "done"}
     sweep = trained.get("cfg_sweep") or {}
     if not sweep:

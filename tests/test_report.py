@@ -47,6 +47,8 @@ def fabricated_root(tmp_path):
                            "log.txt": "step 1\nValueError: boom\n"})
   _unit(root, 6, "vq", 3, {"janus/metrics.jsonl": _loss_lines(5.0)})
   _unit(root, 7, "base", 3, {"eval.json": '{"trained": {"generation": {"overall": 0.'})
+  (root / "0" / "vq").mkdir()
+  (root / "0" / "vq" / "report.json").write_text(json.dumps({"psnr": 26.0, "codes_used": 22, "steps": 500}))
   return root
 
 
@@ -60,6 +62,7 @@ def test_units_keep_every_status(root):
   assert units.loc[0, "final_loss"] == pytest.approx(2.0 - 0.3)
   assert units.loc[1, "wall_s"] == 61.0  # the runner's exit.json wins over eval.json's own timing
   assert "generation/num_images" not in units.columns  # counts are not metrics
+  assert (units.loc[0, "vq/psnr"], units.loc[0, "vq/codes_used"]) == (26.0, 22.0) and "vq/steps" not in units
 
 
 def test_summary_means_and_t_intervals_by_hand(root):
