@@ -344,9 +344,11 @@ def check_config(config, mode: str) -> None:
     raise ConfigError(f"--mode={mode} prepares the Shapes data: this config has no `data` section. Use --mode=train.")
   if mode == "eval" and ("eval" not in config or "data" not in config):
     raise ConfigError("--mode=eval scores a model on Shapes: this config has no `eval` / `data` section.")
-  for spec in config.get("pre_stages") or ():
+  if config.get("pre_stages"):
     from janus_jax.train.inputs import model_config  # pylint: disable=import-outside-toplevel
-    pre_stage_config(config, spec, model_config(config).generation_mode)
+    mode_name = model_config(config).generation_mode
+    for spec in config.pre_stages:
+      pre_stage_config(config, spec, mode_name)
   init_from = config.get("init_from")
   if config.get("image_tokenizer_from"):
     from janus_jax.train.inputs import model_config  # pylint: disable=import-outside-toplevel

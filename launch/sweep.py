@@ -121,8 +121,8 @@ def check_units(config: str, units: list[dict]) -> None:
       if spec not in loaded:
         loaded[spec] = load_config(spec)
       base = loaded[spec]
-      hyper.apply_overrides(base.copy_and_resolve_references() if hasattr(base, "copy_and_resolve_references")
-                            else base, {k: v for k, v in unit.items() if k.startswith("config.")})
+      hyper.apply_overrides(base.copy_and_resolve_references(),
+                            {k: v for k, v in unit.items() if k.startswith("config.")})
     except (KeyError, TypeError, ValueError, AttributeError) as e:
       msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
       raise SweepError(f"work unit {i} ({unit}): {msg} Fix the override in get_hyper of {path} (or its config "
