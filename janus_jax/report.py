@@ -1,9 +1,10 @@
 r"""Sweep reports: the work units of a sweep root -> one table per variant (mean ± 95% CI over seeds) + plots.
 
-  janus-jax report ROOT/NAME            # writes ROOT/NAME/report/{report.md, units.csv, summary.csv, metrics.png,
-                                        #   loss.png} and prints the Markdown table
+  janus-jax report ROOT/NAME            # writes ROOT/NAME/report/{report.md, units.csv, summary.csv, paired.csv,
+                                        #   metrics.png, loss.png} and prints the Markdown table
   from janus_jax import report          # in a notebook
   units = report.load_units("ROOT/NAME"); summary = report.summarize(units)
+  paired = report.paired_differences(units)   # each variant minus the first, seed by seed
 
 A sweep root is what `launch/sweep.py --root=ROOT --name=NAME` fills: one folder per work unit, `ROOT/NAME/<i>/`,
 holding `unit.json` (written by the launcher: {"unit", "variant", "seed", "overrides", "command"}), the main job's
@@ -219,6 +220,43 @@ def summarize(units):
   return pd.DataFrame(rows)
 
 
+def paired_differences(units, reference=None):
+  """pandas.DataFrame, one row per variant other than `reference` (default: the first variant): variant, n_pairs,
+  and for every metric m the columns f'{m} diff mean' and f'{m} diff ci95': the mean and 95% t-interval of the
+  per-seed differences (variant − reference) over the seeds done in both. Variants of a claim share each seed's
+  data order and image tokenizer, so pairing by seed removes the seed-to-seed swing the unpaired intervals carry."""
+  import pandas as pd  # pylint: disable=import-outside-toplevel
+  metrics = metric_columns(units)
+  done = units[(units["status"] == "done") & units["seed"].notna()]
+  variants = list(dict.fromkeys(units["variant"]))
+  if reference is None:
+    reference = variants[0] if variants else None
+  if reference not in variants:
+    raise ReportError(f"no variant {reference!r} to pair against; the variants are {variants}")
+  base = done[done["variant"] == reference].drop_duplicates("seed").set_index("seed")
+  rows = []
+  for variant in variants:
+    if variant == reference:
+      continue
+    other = done[done["variant"] == variant].drop_duplicates("seed").set_index("seed")
+    seeds = [s for s in other.index if s in base.index]
+    row = {"variant": variant, "reference": reference, "n_pairs": len(seeds)}
+    for m in metrics:
+      diffs = [float(other.loc[s, m]) - float(base.loc[s, m]) for s in seeds]
+      row[f"{m} diff mean"], row[f"{m} diff ci95"], _ = mean_ci95(diffs)
+    rows.append(row)
+  return pd.DataFrame(rows, columns=["variant", "reference", "n_pairs"]
+                      + [f"{m} diff {k}" for m in metrics for k in ("mean", "ci95")])
+
+
+def paired_markdown(paired, metrics: list[str]) -> str:
+  """The paired table: 'mean ± ci95' of the per-seed differences, n pairs."""
+  rows = [[f"{r['variant'] or '(base)'} − {r['reference'] or '(base)'}", str(r["n_pairs"])]
+          + [_cell(r[f"{m} diff mean"], r[f"{m} diff ci95"], _digits(m), signed=True) for m in metrics]
+          for _, r in paired.iterrows()]
+  return markdown_table(["difference", "pairs"] + metrics, rows)
+
+
 def loss_curves(root):
   """pandas.DataFrame with columns variant, seed, unit, step, loss: every unit's logged train/loss."""
   import pandas as pd  # pylint: disable=import-outside-toplevel
@@ -233,10 +271,10 @@ def loss_curves(root):
   return pd.DataFrame(rows, columns=["variant", "seed", "unit", "step", "loss"])
 
 
-def _cell(mean: float, half: float, digits: int) -> str:
+def _cell(mean: float, half: float, digits: int, signed: bool = False) -> str:
   if not math.isfinite(mean):
     return "–"
-  return f"{mean:.{digits}f}" + (f" ± {half:.{digits}f}" if math.isfinite(half) else "")
+  return f"{mean:{'+' if signed else ''}.{digits}f}" + (f" ± {half:.{digits}f}" if math.isfinite(half) else "")
 
 
 def _digits(metric: str) -> int:
@@ -296,8 +334,9 @@ def _plot_losses(curves, path) -> None:
 
 
 def write_report(root, out_dir=None) -> dict[str, str]:
-  """Writes report.md, units.csv, summary.csv, metrics.png and loss.png into `out_dir` (default ROOT/NAME/report);
-  returns {'markdown', 'units_csv', 'summary_csv', 'metrics_png', 'loss_png'} -> path."""
+  """Writes report.md, units.csv, summary.csv, (paired.csv,) metrics.png and loss.png into `out_dir` (default
+  ROOT/NAME/report); returns {'markdown', 'units_csv', 'summary_csv', 'metrics_png', 'loss_png'} -> path, plus
+  'paired_csv' (`paired_differences`) when the sweep has more than one variant."""
   root = paths.resolve(root)
   units = load_units(root)
   summary = summarize(units)
@@ -309,18 +348,27 @@ def write_report(root, out_dir=None) -> dict[str, str]:
            "metrics_png": out / "metrics.png", "loss_png": out / "loss.png"}
   files["units_csv"].write_text(units.to_csv(index=False))
   files["summary_csv"].write_text(summary.to_csv(index=False))
+  paired_text = []
+  if summary["variant"].nunique() > 1:
+    paired = paired_differences(units)
+    files["paired_csv"] = out / "paired.csv"
+    files["paired_csv"].write_text(paired.to_csv(index=False))
+    paired_text = ["## Paired by seed", "", "Each variant minus the first, seed by seed (the variants share each "
+                   "seed's data order and image tokenizer): mean ± half-width of the 95% t-interval of the "
+                   "differences.", "", paired_markdown(paired, key), ""]
   unit_rows = [[str(r["unit"]), str(r["variant"]) or "(base)", "" if r["seed"] is None or r["seed"] != r["seed"]
                 else str(r["seed"]), r["status"], str(r["message"])] for _, r in units.iterrows()]
   text = [f"# Sweep report: {root}", "", f"{len(units)} rows from {units['unit'].nunique()} work units: "
           f"{_status_text(units['status'])}. Cells: mean ± half-width of the 95% t-interval over the done seeds.", "",
-          summary_markdown(summary, key), "", "## Every metric", "", summary_markdown(summary, metrics), "",
-          "## Units", "", markdown_table(["unit", "variant", "seed", "status", "message"], unit_rows), "",
-          "![metrics](metrics.png)", "", "![training loss](loss.png)", ""]
+          summary_markdown(summary, key), ""] + paired_text
+  text += ["## Every metric", "", summary_markdown(summary, metrics), "",
+           "## Units", "", markdown_table(["unit", "variant", "seed", "status", "message"], unit_rows), "",
+           "![metrics](metrics.png)", "", "![training loss](loss.png)", ""]
   files["markdown"].write_text("\n".join(text))
   _plot_metrics(units, summary, key, files["metrics_png"])
   _plot_losses(loss_curves(root), files["loss_png"])
   return {k: str(v) for k, v in files.items()}
 
 
-__all__ = ["ReportError", "load_units", "summarize", "loss_curves", "write_report", "mean_ci95", "read_unit",
-           "unit_dirs"]
+__all__ = ["ReportError", "load_units", "summarize", "paired_differences", "loss_curves", "write_report", "mean_ci95",
+           "read_unit", "unit_dirs"]

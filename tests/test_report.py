@@ -81,6 +81,22 @@ def test_summary_means_and_t_intervals_by_hand(root):
   assert summary.loc["base", "status"] == "3 done, 1 corrupt"
 
 
+def test_paired_differences_by_seed_by_hand(root):
+  paired = report.paired_differences(report.load_units(root)).set_index("variant")
+  # vq has seeds 0 and 1 done (seed 2 failed, seed 3 running); base's seed 3 is corrupt: 2 pairs.
+  assert list(paired.index) == ["vq"] and paired.loc["vq", "reference"] == "base" and paired.loc["vq", "n_pairs"] == 2
+  assert paired.loc["vq", "generation/overall diff mean"] == pytest.approx(-0.3)  # 0.2-0.5, 0.3-0.6
+  assert paired.loc["vq", "generation/overall diff ci95"] == pytest.approx(0.0, abs=1e-9)
+  diffs = [0.3 - 0.4, 0.3 - 0.5]
+  sd = math.sqrt(sum((d + 0.15) ** 2 for d in diffs))
+  assert paired.loc["vq", "understanding/overall diff mean"] == pytest.approx(-0.15)
+  assert paired.loc["vq", "understanding/overall diff ci95"] == pytest.approx(T_975[1] * sd / math.sqrt(2))
+  against_vq = report.paired_differences(report.load_units(root), reference="vq").set_index("variant")
+  assert against_vq.loc["base", "generation/overall diff mean"] == pytest.approx(0.3)
+  with pytest.raises(report.ReportError, match="no variant 'nope'"):
+    report.paired_differences(report.load_units(root), reference="nope")
+
+
 def test_single_seed_has_no_interval():
   mean, half, n = report.mean_ci95([0.5, float("nan"), None])
   assert (mean, n) == (0.5, 1) and math.isnan(half)
@@ -98,6 +114,11 @@ def test_cfg_sweep_rows_per_weight(tmp_path):
   assert summary.loc["cfg 1", "understanding/overall mean"] == pytest.approx(0.9)  # same model at every weight
 
 
+def pd_read(path):
+  import pandas as pd  # pylint: disable=import-outside-toplevel
+  return pd.read_csv(path)
+
+
 def test_report_command_writes_tables_and_plots(root):
   proc = subprocess.run([sys.executable, "-m", "janus_jax.cli", "report", str(root)], capture_output=True, text=True,
                         check=False)
@@ -107,6 +128,8 @@ def test_report_command_writes_tables_and_plots(root):
   assert "| base | 3/4 | 0.600 ± 0.248 |" in md  # 0.6 ± 4.303 * 0.1 / sqrt(3)
   assert "| vq | 2/4 | 0.250 ± 0.635 |" in md and "| 5 | vq | 2 | failed |" in md
   assert "| base | 3/4 |" in proc.stdout
+  assert "| vq − base | 2 | -0.300 ± 0.000 | -0.150 ± 0.635 |" in md  # the paired table
+  assert len(pd_read(out / "paired.csv")) == 1
   import pandas as pd  # pylint: disable=import-outside-toplevel
   assert len(pd.read_csv(out / "summary.csv")) == 2 and len(pd.read_csv(out / "units.csv")) == 8
   from PIL import Image  # pylint: disable=import-outside-toplevel
