@@ -106,3 +106,17 @@ def test_image_size_note_flags_a_generation_size_other_than_the_data():
   config.model.vision.patch_size = 16
   note = main.image_size_note(config, 32)
   assert "16 px" in note and "2x2 patches" in note and "model.vision.image_size / patch_size" in note
+
+
+def test_make_demo_runs_the_main_job_command():
+  """`make demo` (README) is the main job on shapes_demo.py; `make -n` prints what it runs (the command itself is run
+  at tiny size by the subprocess tests above and in test_und_encoder.py)."""
+  import shutil, subprocess  # pylint: disable=import-outside-toplevel,multiple-imports
+  if shutil.which("make") is None:
+    pytest.skip("make is not installed")
+  for gen, workdir in (("ar_vq", "workdir/demo"), ("flow", "workdir/demo_flow")):
+    out = subprocess.run(["make", "-n", "demo", f"GEN={gen}", "VENV=.venv"], capture_output=True, text=True,
+                         check=False)
+    assert out.returncode == 0, out.stderr
+    line = [ln for ln in out.stdout.replace("\\\n", " ").splitlines() if "janus_jax.main" in ln]
+    assert line and f"--config=experiments/shapes_demo.py:gen={gen}" in line[0] and f"--workdir={workdir}" in line[0]

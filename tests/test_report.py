@@ -114,11 +114,6 @@ def test_cfg_sweep_rows_per_weight(tmp_path):
   assert summary.loc["cfg 1", "understanding/overall mean"] == pytest.approx(0.9)  # same model at every weight
 
 
-def pd_read(path):
-  import pandas as pd  # pylint: disable=import-outside-toplevel
-  return pd.read_csv(path)
-
-
 def test_report_command_writes_tables_and_plots(root):
   proc = subprocess.run([sys.executable, "-m", "janus_jax.cli", "report", str(root)], capture_output=True, text=True,
                         check=False)
@@ -129,9 +124,9 @@ def test_report_command_writes_tables_and_plots(root):
   assert "| vq | 2/4 | 0.250 ± 0.635 |" in md and "| 5 | vq | 2 | failed |" in md
   assert "| base | 3/4 |" in proc.stdout
   assert "| vq − base | 2 | -0.300 ± 0.000 | -0.150 ± 0.635 |" in md  # the paired table
-  assert len(pd_read(out / "paired.csv")) == 1
   import pandas as pd  # pylint: disable=import-outside-toplevel
   assert len(pd.read_csv(out / "summary.csv")) == 2 and len(pd.read_csv(out / "units.csv")) == 8
+  assert len(pd.read_csv(out / "paired.csv")) == 1
   from PIL import Image  # pylint: disable=import-outside-toplevel
   for png in ("metrics.png", "loss.png"):
     with Image.open(out / png) as im:
