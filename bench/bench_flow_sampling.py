@@ -59,7 +59,7 @@ def bench_checkpoint(args) -> None:
   """End to end through `janus_jax.api` (tokenize, sample, VAE decode) on a saved model and real prompts."""
   from janus_jax import api  # pylint: disable=import-outside-toplevel
   pipe = api.load(args.checkpoint)
-  if not pipe.cfg.is_flow:
+  if pipe.cfg.generation_mode != "flow":
     raise SystemExit(f"{args.checkpoint} is not a JanusFlow (generation_mode=flow) checkpoint.")
   prompts = list(args.prompts or DEMO_PROMPTS)
   print(f"device {jax.devices()[0].device_kind}, {args.checkpoint}: {pipe.cfg.num_image_tokens} image tokens, "

@@ -101,7 +101,7 @@ def get_config(arg=None):
   # Fields the job refuses to run without (released sizes start from pretrained weights).
   c.required = () if shapes else ("init_from",)
   c.model = (FLOW_MODELS if flow else MODELS)[arg.size]()
-  for part in models.FLOW_PARTS if flow else models.AR_PARTS:
+  for part in models.compute_parts(c.model):
     c.model[part].dtype = dtype
   for part in ("llm", "vision"):
     c.model[part].scan_layers = arg.scan

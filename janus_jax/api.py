@@ -19,7 +19,7 @@ from janus_jax import paths, sharding
 
 from janus_jax.models.configs import JanusConfig
 from janus_jax.models import param_layout
-from janus_jax.models.janus import JanusModel, model_class
+from janus_jax.models.janus import JanusModel
 from janus_jax.processing import chat, image as image_proc
 from janus_jax.processing.tokenizer import Tokenizer, load_tokenizer
 from janus_jax.sampling import text_to_image
@@ -38,7 +38,7 @@ class JanusPipeline:
     logical axis names through `rules` (e.g. a ("fsdp", "tensor") mesh for a model that does not fit one device)."""
     params, cfg = param_layout.for_decoding(params, cfg)
     self.cfg = cfg
-    self.model = model_class(cfg)(cfg)
+    self.model = cfg.mode.model_class()(cfg)
     self.tokenizer = tokenizer
     self.template = template
     self.mesh, self.rules = mesh, tuple(rules)
@@ -86,7 +86,7 @@ class JanusPipeline:
     context_len = self.cfg.llm.max_position_embeddings
     batch = chat.prepare_understanding_batch(
         self.tokenizer, questions, counts, self.template, self.cfg.num_image_tokens, max_len=context_len - 1,
-        system_prompt=system_prompt, pad_to_multiple_of=PROMPT_BUCKET, extra_boi_slot=self.cfg.is_flow)
+        system_prompt=system_prompt, pad_to_multiple_of=PROMPT_BUCKET, extra_boi_slot=self.cfg.mode.und_boi_slot)
     max_new_tokens = _answer_budget(max_new_tokens, context_len, int(batch["attention_mask"].sum(1).max()),
                                     batch["input_ids"].shape[1])
     size = self.cfg.vision.image_size
@@ -108,12 +108,13 @@ class JanusPipeline:
     """Stacked [cond; uncond] prompt rows (int32[2P, T], bool[2P, T]) with each prompt repeated num_images×."""
     return text_to_image.generation_inputs(self.cfg, self.tokenizer, self.template, prompts, num_images)
 
-  def generate_tokens(self, prompts: Sequence[str] | str, *, num_images: int = 1, cfg_weight: float = 5.0,
-                      temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, greedy: bool = False,
-                      seed: int = 0, progress: bool = False) -> tuple[np.ndarray, list[str]]:
-    """Samples image tokens: int32[len(prompts) * num_images, num_image_tokens] and the prompt of each row.
+  def generate_tokens(self, prompts: Sequence[str] | str, *, num_images: int = 1, cfg_weight: float | None = None,
+                      temperature: float | None = None, top_k: int | None = None, top_p: float | None = None,
+                      greedy: bool = False, seed: int = 0, progress: bool = False) -> tuple[np.ndarray, list[str]]:
+    """ar_vq: samples image tokens int32[len(prompts) * num_images, num_image_tokens] and the prompt of each row.
 
-    `progress=True` shows a tqdm bar fed from inside the compiled loop (a separate executable).
+    None takes the mode's default (`janus_jax.modes.ar_vq`: weight 5, temperature 1, full softmax); `progress=True`
+    shows a tqdm bar fed from inside the compiled loop (a separate executable).
     """
     return text_to_image.generate_tokens(
         self.model, self.params, self.cfg, self.tokenizer, self.template, prompts, num_images=num_images,
@@ -121,16 +122,18 @@ class JanusPipeline:
         progress=progress, **self._where())
 
   def generate(self, prompts: Sequence[str] | str, *, num_images: int = 1, cfg_weight: float | None = None,
-               temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, greedy: bool = False,
-               seed: int = 0, progress: bool = False, num_steps: int = 30, solver: str = "euler",
-               time_shift: float = 1.0, prompt_cache: bool = True, noise: np.ndarray | None = None
-               ) -> GenerationResult:
+               temperature: float | None = None, top_k: int | None = None, top_p: float | None = None,
+               greedy: bool = False, seed: int = 0, progress: bool = False, num_steps: int | None = None,
+               solver: str | None = None, time_shift: float | None = None, prompt_cache: bool = True,
+               noise: np.ndarray | None = None) -> GenerationResult:
     """Text-to-image with classifier-free guidance; deterministic for a given seed.
 
-    Every prompt needs text (unconditional generation: cfg_weight=0); cfg_weight >= 0 (1 = no guidance).
-    AR mode (Janus): official defaults weight 5, temperature 1 (must be > 0; greedy=True for argmax), full softmax;
+    Every prompt needs text (unconditional generation: cfg_weight=0); cfg_weight >= 0 (1 = no guidance). None takes
+    the generation mode's default (`janus_jax.modes`, `self.cfg.mode.sampling`); each mode ignores the other's
+    options.
+    ar_vq (Janus): official defaults weight 5, temperature 1 (must be > 0; greedy=True for argmax), full softmax;
     returns images and token grids.
-    Flow mode (JanusFlow): weight 2 by default, `num_steps` ODE steps of `solver` ('euler' official, 'heun') on a
+    flow (JanusFlow): weight 2, `num_steps` (30) ODE steps of `solver` ('euler' official, 'heun') on a
     `time_shift`-warped grid, prompt KV cache reused across steps (`prompt_cache=False`: recompute, official);
     `noise` float32[len(prompts) * num_images, h, w, C] gives the initial latent z0 explicitly (else from seed).
     """

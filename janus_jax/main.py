@@ -93,60 +93,30 @@ def _images(tfds_name: str, data_dir: str, split: str, num: int):
   return np.stack([np.asarray(src[i]["image"]) for i in range(min(num, len(src)))])
 
 
-def vq_step(config, workdir: str, data: dict, cfg):
-  """Trains (or reloads) the VQ tokenizer `cfg.vq` on Shapes (settings: section `vq`); returns (params, report)."""
-  from janus_jax.train.vq_trainer import train_vq  # pylint: disable=import-outside-toplevel
-  v = config.vq
-  train_images = _images(data["tfds_name"], data["data_dir"], "train", v.num_images)
-  eval_images = _images(data["tfds_name"], data["data_dir"], "validation", 512)
-  params, report = train_vq(cfg.vq, train_images, eval_images, steps=v.steps, batch_size=v.batch_size,
-                            lr=v.lr, seed=int(config.seed), workdir=str(paths.resolve(workdir) / "vq"),
-                            checkpoint_every=v.steps,
-                            restart_every=int(v.get("restart_every", 0)),
-                            adversarial_weight=float(v.get("adversarial_weight", 0.0)),
-                            adversarial_start=int(v.get("adversarial_start", 0)))
-  _write_json(paths.resolve(workdir) / "vq" / "report.json", report)
-  print(f"[vq] {report}", flush=True)
-  return params, report
-
-
-def vae_step(config, workdir: str, data: dict, cfg):
-  """Flow mode: trains (or reloads) the KL autoencoder `cfg.vae` (settings: section `vae`). Returns (params,
-  report); `report["scaling_factor"]` = 1 / latent std of the trained VAE (as SD VAEs are calibrated), which the
-  model then uses."""
-  from janus_jax.train.vae_trainer import train_vae  # pylint: disable=import-outside-toplevel
-  v = config.vae
-  train_images = _images(data["tfds_name"], data["data_dir"], "train", v.num_images)
-  eval_images = _images(data["tfds_name"], data["data_dir"], "validation", 512)
-  params, report = train_vae(cfg.vae, train_images, eval_images, steps=v.steps, batch_size=v.batch_size, lr=v.lr,
-                             kl_weight=v.kl_weight, seed=int(config.seed),
-                             workdir=str(paths.resolve(workdir) / "vae"),
-                             checkpoint_every=v.steps)
-  _write_json(paths.resolve(workdir) / "vae" / "report.json", report)
-  print(f"[vae] psnr {report['psnr']:.2f} dB, latent std {1 / report['scaling_factor']:.3f} -> scaling_factor "
-        f"{report['scaling_factor']:.4f}", flush=True)
-  return params, report
-
-
 def image_tokenizer_step(config, workdir: str, data: dict, cfg):
-  """Trains the mode's image tokenizer (VQ or KL-VAE); returns (params, report, model cfg using it)."""
+  """Trains (or reloads) the mode's image tokenizer (VQ or KL-VAE; settings: the config section of the same name)
+  on Shapes; returns (params, report, the model cfg using it, e.g. with the VAE's calibrated scale)."""
   import jax  # pylint: disable=import-outside-toplevel
   if jax.process_count() > 1:
     raise ConfigError(
         f"The Shapes image-tokenizer stage runs on one process, and this run has {jax.process_count()}. Fix: run "
         "the same command once on one process with --mode=vq --distributed=off (it writes <workdir>/init_model), "
         "then start the multi-process run again; or pass --config.init_from=<a janus_jax checkpoint>.")
-  if cfg.is_flow:
-    params, report = vae_step(config, workdir, data, cfg)
-    cfg = dataclasses.replace(cfg, vae=dataclasses.replace(cfg.vae, scaling_factor=float(report["scaling_factor"])))
-    return params, report, cfg
-  params, report = vq_step(config, workdir, data, cfg)
-  return params, report, cfg
+  mode, section = cfg.mode, cfg.mode.tokenizer_section
+  settings = config[section]
+  train_images = _images(data["tfds_name"], data["data_dir"], "train", settings.num_images)
+  eval_images = _images(data["tfds_name"], data["data_dir"], "validation", 512)
+  out = paths.resolve(workdir) / section
+  params, report = mode.train_tokenizer(cfg, settings, train_images, eval_images, seed=int(config.seed),
+                                        workdir=str(out))
+  _write_json(out / "report.json", report)
+  print(f"[{section}] {mode.tokenizer_summary(report)}", flush=True)
+  return params, report, mode.with_tokenizer_report(cfg, report)
 
 
 def _tokenizer_part(cfg) -> tuple[str, str]:
   """(param module, config part) of the mode's image tokenizer."""
-  return ("vae", "vae") if cfg.is_flow else ("gen_vision_model", "vq")
+  return cfg.mode.tokenizer_module, cfg.mode.tokenizer_section
 
 
 def check_image_tokenizer_from(source: str, cfg) -> None:
@@ -184,8 +154,7 @@ def reused_image_tokenizer(config, cfg):
   report_file = src.parent / part / "report.json"
   report = json.loads(report_file.read_text()) if report_file.exists() else {}
   report["from"] = str(src)
-  if cfg.is_flow:
-    cfg = dataclasses.replace(cfg, vae=dataclasses.replace(cfg.vae, scaling_factor=stored.vae.scaling_factor))
+  cfg = cfg.mode.with_tokenizer_of(cfg, stored)
   print(f"[{part}] reused from {src}", flush=True)
   return params[key], report, cfg
 
@@ -200,8 +169,7 @@ def _initial_checkpoint(config, workdir: str, inputs: TrainInputs, image_tokeniz
   if not store.is_checkpoint(path):
     cfg = inputs.model
     params = state.init_model_params(cfg, jax.random.PRNGKey(int(config.seed)))
-    key = "vae" if cfg.is_flow else "gen_vision_model"
-    params = dict(params, **{key: image_tokenizer_params})
+    params = dict(params, **{cfg.mode.tokenizer_module: image_tokenizer_params})
     store.save_checkpoint(path, params, cfg, tokenizer_dir=inputs.tokenizer, extra_info={"template": config.template},
                           overwrite=True)  # over what a run killed mid-save left (no config yet: incomplete)
   return path
@@ -399,7 +367,7 @@ def run_all(config, workdir: str, mode: str = "all") -> dict:
     summary["trained"] = eval_step(config, model_ckpt, data, "trained")
     _write_json(workdir / "eval.json", summary)
     return summary
-  tok_section = "vae" if inputs.model.is_flow else "vq"
+  tok_section = inputs.model.mode.tokenizer_section
   init_ckpt = inputs.init_from
   existing_init = workdir / "init_model"
   if not inputs.init_from and data is not None and tok_section in config and store.is_checkpoint(existing_init):

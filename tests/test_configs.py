@@ -40,7 +40,7 @@ def test_config_builds_and_matches_transformers_param_count(path):
   c = load_config(path)
   cfg = JanusConfig.from_dict(c.model.to_dict())
   ours = param_count(cfg)
-  if cfg.is_flow:  # transformers has no JanusFlow: its LLM and SigLIP must equal Janus-1.3B's, its VAE SDXL's.
+  if cfg.generation_mode == "flow":  # transformers has no JanusFlow: its LLM and SigLIP must equal Janus-1.3B's, its VAE SDXL's.
     import jax  # pylint: disable=import-outside-toplevel
     from janus_jax.models.janus import abstract_params  # pylint: disable=import-outside-toplevel
     flow, ar = abstract_params(cfg), abstract_params(JanusConfig.from_dict(models.janus_1_3b()))

@@ -39,7 +39,7 @@ def batch(cfg):
 
 
 def test_flow_config_shapes(cfg):
-  assert cfg.is_flow and cfg.latent_size == 8 and cfg.generated_image_size == 16
+  assert cfg.generation_mode == "flow" and cfg.latent_size == 8 and cfg.generated_image_size == 16
   assert JanusConfig.from_dict(cfg.to_dict()) == cfg
   with pytest.raises(ValueError, match="generation_mode"):
     JanusConfig(generation_mode="diffusion")
@@ -185,5 +185,5 @@ def test_flow_stage_configs():
     assert (c.input.mixture.und, c.input.mixture.text, c.input.mixture.t2i) == ratio
     assert "vae/.*" in c.optim.frozen or c.optim.trainable is not None
   shipped = JanusConfig.from_dict(load_config("experiments/janusflow_1_3b.py").model.to_dict())
-  assert shipped.is_flow and shipped.latent_size == 48 and shipped.generated_image_size == 384
+  assert shipped.generation_mode == "flow" and shipped.latent_size == 48 and shipped.generated_image_size == 384
   assert shipped.num_image_tokens == 576 and shipped.vae.scaling_factor == 0.13025

@@ -117,7 +117,7 @@ def test_shipped_janusflow_config():
   cfg = janusflow_layout.parse(raw, used := [])
   want = JanusConfig.from_dict(models.janusflow_1_3b())
   arch = lambda c: {k: v for k, v in dataclasses.asdict(c).items() if k != "max_position_embeddings"}
-  assert cfg.is_flow and cfg.generation_mode == "flow"
+  assert cfg.generation_mode == "flow"
   assert arch(cfg.llm) == arch(want.llm)
   assert (cfg.vision, cfg.aligner, cfg.uvit, cfg.repa) == (want.vision, want.aligner, want.uvit, want.repa)
   assert uvit_param_count(cfg.uvit) == 72_175_632
@@ -167,7 +167,7 @@ def test_converted_checkpoint(files, converted, pipe, ref_model):
   info = store.load_info(converted)
   assert info["source_layout"] == "janusflow" and info["generation_mode"] == "flow"
   assert info["template"] == "deepseek_old" and pipe.template == "deepseek_old"
-  assert pipe.cfg.is_flow and pipe.cfg.vae.scaling_factor == VAE_SCALE
+  assert pipe.cfg.generation_mode == "flow" and pipe.cfg.vae.scaling_factor == VAE_SCALE
   assert "repa_projector" not in pipe.params  # Training-only; not imported, not stored.
   vae_cfg, vae_params = load_diffusers_vae(files[1])
   assert pipe.cfg.vae == vae_cfg

@@ -257,13 +257,15 @@ def _transformers(cfg: Mapping[str, Any], used: list[str]) -> JanusConfig:
 
 
 def check_consistency(cfg: JanusConfig) -> None:
-  """Raises ConfigError when the component widths do not chain (encoder -> aligner -> LLM -> heads / UViT)."""
-  if cfg.is_flow:
-    from janus_jax.checkpoint import janusflow_layout  # pylint: disable=import-outside-toplevel
-    bad = janusflow_layout.check_consistency(cfg)
-    if bad:
-      raise ConfigError("Inconsistent JanusFlow checkpoint config: " + "; ".join(bad) + ".")
-    return
+  """Raises ConfigError when the component widths do not chain (encoder -> aligner -> LLM -> heads / UViT): the
+  generation mode's `consistency_problems`."""
+  bad = cfg.mode.consistency_problems(cfg)
+  if bad:
+    raise ConfigError(f"Inconsistent {cfg.mode.family} checkpoint config: " + "; ".join(bad) + ".")
+
+
+def janus_consistency_problems(cfg: JanusConfig) -> list[str]:
+  """The `ar_vq` widths that must chain: encoder -> aligner -> LLM -> gen_aligner / gen_head."""
   d = cfg.llm.hidden_size
   enc = cfg.understanding_encoder
   checks = [("aligner input_dim", cfg.aligner.input_dim, enc.feature_name, enc.feature_dim(cfg)),
@@ -271,9 +273,7 @@ def check_consistency(cfg: JanusConfig) -> None:
             ("gen_aligner input_dim", cfg.gen_aligner.input_dim, "gen_embed_dim", cfg.gen_embed_dim),
             ("gen_aligner output_dim", cfg.gen_aligner.output_dim, "LLM hidden_size", d),
             ("gen_head n_embed", cfg.gen_head.n_embed, "LLM hidden_size", d)]
-  bad = [f"{a}={x} != {b}={y}" for a, x, b, y in checks if x != y]
-  if bad:
-    raise ConfigError("Inconsistent checkpoint config: " + "; ".join(bad) + ".")
+  return [f"{a}={x} != {b}={y}" for a, x, b, y in checks if x != y]
 
 
 def layout_of(cfg: Mapping[str, Any]) -> str | None:
@@ -380,12 +380,14 @@ def _vision_dict(cfg: JanusConfig) -> dict[str, Any]:
 
 def deepseek_config_dict(cfg: JanusConfig, torch_dtype: str = "float32") -> dict[str, Any]:
   """JanusConfig -> the official DeepSeek config.json dict (with janus_jax extensions where needed): the Janus
-  `MultiModalityCausalLM` layout for generation_mode 'ar_vq', the JanusFlow one for 'flow'."""
-  language, vision = _language_dict(cfg, torch_dtype), _vision_dict(cfg)
-  if cfg.is_flow:
-    from janus_jax.checkpoint import janusflow_layout  # pylint: disable=import-outside-toplevel
-    return janusflow_layout.config_dict(cfg, language, vision, torch_dtype)
+  `MultiModalityCausalLM` layout for generation_mode 'ar_vq', the JanusFlow one for 'flow' (the mode's
+  `config_dict`)."""
+  return cfg.mode.config_dict(cfg, _language_dict(cfg, torch_dtype), _vision_dict(cfg), torch_dtype)
 
+
+def janus_config_dict(cfg: JanusConfig, language: dict[str, Any], vision: dict[str, Any],
+                      torch_dtype: str) -> dict[str, Any]:
+  """The Janus `MultiModalityCausalLM` config.json dict of an `ar_vq` config (language / vision sub-dicts given)."""
   def projector(a: AlignerConfig):
     p = dict(projector_type=a.kind, input_dim=a.input_dim, n_embed=a.output_dim)
     if a.kind == "mlp_gelu":

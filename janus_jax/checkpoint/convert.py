@@ -23,7 +23,7 @@ import numpy as np
 from etils import epath
 
 from janus_jax import paths
-from janus_jax.checkpoint import hf_layout, janusflow_layout, store
+from janus_jax.checkpoint import hf_layout, store
 from janus_jax.checkpoint.config_json import ConfigError, load_janus_config
 from janus_jax.checkpoint.mapping import CheckpointMismatchError, state_dict_to_params
 from janus_jax.checkpoint.reader import open_state_dict
@@ -70,28 +70,17 @@ def convert(src_dir, dst_dir, *, vae=None, dtype: str | None = "float32", progre
   t0 = time.time()
   src_dir = paths.resolve(src_dir)
   cfg, info = load_janus_config(src_dir)
-  vae_params = None
-  if cfg.is_flow:
-    if vae is None:
-      raise MissingVAEError(f"{src_dir} is a JanusFlow checkpoint. {VAE_HINT}")
-    from janus_jax.checkpoint.diffusers_vae import load_diffusers_vae  # pylint: disable=import-outside-toplevel
-    vae_cfg, vae_params = load_diffusers_vae(vae, param_dtype=dtype, variant=vae_variant)
-    cfg = janusflow_layout.with_vae(cfg, vae_cfg)
-  elif vae is not None:
-    raise ConfigError(f"--vae / vae= applies to JanusFlow checkpoints only; {src_dir} is a {info['layout']}-layout "
-                      "Janus / Janus-Pro checkpoint (its VQ tokenizer is inside the checkpoint). Drop the option.")
+  mode = cfg.mode
+  cfg, outside = mode.conversion_inputs(cfg, src_dir, vae=vae, vae_variant=vae_variant, dtype=dtype)
   cfg = store.with_param_dtype(cfg, dtype)
   state = open_state_dict(src_dir)  # Headers only: each tensor is read when it is mapped.
   source_keys = len(state)
-  hf = not cfg.is_flow and hf_layout.is_hf_layout(state)
+  hf = mode.reads_transformers_layout and hf_layout.is_hf_layout(state)
   if hf:
     state = hf_layout.hf_to_deepseek(state)
   if LM_HEAD not in state and EMBED in state and info.get("tie_word_embeddings"):
     state[LM_HEAD] = state[EMBED]  # Tied checkpoint: janus_jax always has a separate lm_head.
-  target = abstract_params(cfg)
-  ignore = IGNORED_PREFIXES
-  if cfg.is_flow:
-    target, ignore = janusflow_layout.checkpoint_target(target), janusflow_layout.IGNORED_PREFIXES
+  target, ignore = mode.conversion_target(abstract_params(cfg))
   bar = None
   if progress:
     from tqdm.auto import tqdm  # pylint: disable=import-outside-toplevel
@@ -102,8 +91,7 @@ def convert(src_dir, dst_dir, *, vae=None, dtype: str | None = "float32", progre
     if bar is not None:
       bar.close()
   del state
-  if vae_params is not None:
-    params["vae"] = vae_params
+  params.update(outside)
   n_params = sum(int(np.size(x)) for x in _leaves(params))
   extra = dict(source=str(src_dir), source_layout=info["layout"], weights_layout=(
       "transformers" if hf else "deepseek"), source_torch_dtype=info.get("torch_dtype"), dtype=dtype,
@@ -119,10 +107,9 @@ def convert(src_dir, dst_dir, *, vae=None, dtype: str | None = "float32", progre
           f"  {n_params / 1e9:.3f} B params as {dtype}; LLM {cfg.llm.num_layers} layers x {cfg.llm.hidden_size}, "
           f"vision {cfg.vision.num_blocks} blocks x {cfg.vision.width}, {cfg.num_image_tokens} image tokens\n"
           f"  tokenizer files: {copied or 'none found'}; {time.time() - t0:.1f} s")
-    if cfg.is_flow:
-      print(f"  JanusFlow: UViT {cfg.uvit.channels} ch, latents {cfg.latent_size}x{cfg.latent_size}x"
-            f"{cfg.uvit.latent_channels}, VAE {vae} ({cfg.vae.downsample}x, scaling {cfg.vae.scaling_factor}) -> "
-            f"{cfg.generated_image_size} px images; REPA head not stored (training initialises it)")
+    note = mode.conversion_note(cfg, vae)
+    if note:
+      print(f"  {note}")
     if info.get("defaults_used"):
       print(f"  config fields filled from reference defaults: {info['defaults_used']}")
   return out

@@ -175,9 +175,10 @@ def config_dict(cfg: JanusConfig, language: dict[str, Any], vision: dict[str, An
 
 
 def checkpoint_target(abstract: Mapping[str, Any]) -> dict[str, Any]:
-  """The part of a JanusFlowModel param tree that the JanusFlow checkpoint holds (drops NOT_IN_CHECKPOINT)."""
-  from janus_jax.models.janus_flow import NOT_IN_CHECKPOINT  # pylint: disable=import-outside-toplevel
-  return {k: v for k, v in abstract.items() if k not in NOT_IN_CHECKPOINT}
+  """The part of a JanusFlowModel param tree that the JanusFlow checkpoint holds (without the flow mode's
+  `not_in_checkpoint` modules)."""
+  from janus_jax import modes  # pylint: disable=import-outside-toplevel
+  return {k: v for k, v in abstract.items() if k not in modes.get("flow").not_in_checkpoint}
 
 
 def with_vae(cfg: JanusConfig, vae_cfg) -> JanusConfig:

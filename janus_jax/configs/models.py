@@ -91,8 +91,14 @@ def janusflow_tiny() -> dict[str, Any]:
   )
 
 
-FLOW_PARTS = ("llm", "vision", "aligner", "uvit", "vae", "repa")
-AR_PARTS = ("llm", "vision", "aligner", "vq", "gen_aligner", "gen_head")
+def compute_parts(model) -> tuple[str, ...]:
+  """The model config sections whose `dtype` sets the compute dtype: the LLM and the generation mode's parts."""
+  from janus_jax import modes  # pylint: disable=import-outside-toplevel
+  return ("llm",) + modes.get(model.get("generation_mode", "ar_vq")).config_parts
+
+
+# Understanding sampling defaults (every mode): the official chat demos' settings.
+UNDERSTAND_SAMPLING = dict(understand_max_new_tokens=512, understand_temperature=0.1, understand_top_p=0.95)
 
 
 def inference_config(model: dict[str, Any], template: str, arg: str | None):
@@ -106,19 +112,14 @@ def inference_config(model: dict[str, Any], template: str, arg: str | None):
   arg = common.parse_arg(arg, dtype="float32", scan=True, remat="none")
   c = ml_collections.ConfigDict()
   c.model = model
-  flow = model.get("generation_mode") == "flow"
-  for part in FLOW_PARTS if flow else AR_PARTS:
+  from janus_jax import modes  # pylint: disable=import-outside-toplevel
+  for part in compute_parts(model):
     c.model[part].dtype = arg.dtype
   for part in ("llm", "vision"):
     c.model[part].scan_layers = arg.scan
     c.model[part].remat_policy = arg.remat
   c.template = template
-  if flow:  # JanusFlow README: weight 2, 30 Euler steps, batch 5.
-    c.sampling = dict(cfg_weight=2.0, num_steps=30, solver="euler", time_shift=1.0, parallel_size=5,
-                      understand_max_new_tokens=512, understand_temperature=0.1, understand_top_p=0.95)
-  else:
-    c.sampling = dict(cfg_weight=5.0, temperature=1.0, top_k=0, top_p=1.0, parallel_size=16,
-                      understand_max_new_tokens=512, understand_temperature=0.1, understand_top_p=0.95)
+  c.sampling = dict(**modes.get(model.get("generation_mode", "ar_vq")).sampling, **UNDERSTAND_SAMPLING)
   c.mesh = tuple(sharding.DEFAULT_MESH)
   c.sharding_rules = list(sharding.DEFAULT_RULES)
   return c

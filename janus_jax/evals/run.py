@@ -17,9 +17,10 @@ from janus_jax.data import shapes
 from janus_jax.evals.geneval import score_generations, score_understanding
 
 
-def generation_scores(pipe, spec: shapes.ShapesSpec, *, n_per_category: int, cfg_weight: float, temperature: float,
-                      seed: int = 0, batch: int = 64) -> tuple[dict[str, Any], np.ndarray]:
-  """Generates one image per GenEval-style prompt and scores it; returns (scores, images uint8[N, H, W, 3])."""
+def generation_scores(pipe, spec: shapes.ShapesSpec, *, n_per_category: int, cfg_weight: float | None,
+                      temperature: float | None, seed: int = 0, batch: int = 64) -> tuple[dict[str, Any], np.ndarray]:
+  """Generates one image per GenEval-style prompt and scores it; returns (scores, images uint8[N, H, W, 3]).
+  None: the generation mode's default (`pipe.cfg.mode.sampling`)."""
   prompts = shapes.geneval_prompts(spec, n_per_category, seed=seed)
   images = []
   for i in range(0, len(prompts), batch):
@@ -58,10 +59,15 @@ def _text(x) -> str:
 
 
 def evaluate(pipe, spec: shapes.ShapesSpec, records: Sequence[dict], *, n_per_category: int, num_questions: int,
-             cfg_weight: float = 5.0, temperature: float = 1.0, seed: int = 0,
+             cfg_weight: float | None = None, temperature: float | None = None, seed: int = 0,
              cfg_weights: Sequence[float] = ()) -> dict[str, Any]:
   """Both evaluations; JSON-serialisable, with timings. `cfg_weights`: generation is also scored at each of these
-  guidance weights, under "cfg_sweep" {"<weight>": {"generation": {...}}} (same prompts and seed)."""
+  guidance weights, under "cfg_sweep" {"<weight>": {"generation": {...}}} (same prompts and seed). `cfg_weight` /
+  `temperature` None: the generation mode's defaults (recorded in "settings" as the values used)."""
+  sampling = pipe.cfg.mode.sampling
+  cfg_weight = sampling["cfg_weight"] if cfg_weight is None else cfg_weight
+  if temperature is None and "temperature" in sampling:  # a mode without one (flow) records None
+    temperature = sampling["temperature"]
   t0 = time.time()
   gen, _ = generation_scores(pipe, spec, n_per_category=n_per_category, cfg_weight=cfg_weight,
                              temperature=temperature, seed=seed)
@@ -85,8 +91,8 @@ def write_json(results: dict, path: str) -> None:
 
 
 def evaluate_checkpoint(checkpoint: str, data_dir: str, tfds_name: str = "janus_shapes/default", *,
-                        n_per_category: int = 25, num_questions: int = 300, cfg_weight: float = 5.0,
-                        temperature: float = 1.0, seed: int = 0, cfg_weights: Sequence[float] = ()
+                        n_per_category: int = 25, num_questions: int = 300, cfg_weight: float | None = None,
+                        temperature: float | None = None, seed: int = 0, cfg_weights: Sequence[float] = ()
                         ) -> dict[str, Any]:
   """Loads a janus_jax checkpoint and evaluates it on the prepared Shapes dataset's test split (both paths local or
   remote)."""

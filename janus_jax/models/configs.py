@@ -192,9 +192,6 @@ class RepaConfig:
   param_dtype: str = "float32"
 
 
-GENERATION_MODES = ("ar_vq", "flow")
-
-
 @dataclasses.dataclass(frozen=True)
 class JanusConfig:
   """The unified Janus / Janus-Pro model (generation_mode `ar_vq`)."""
@@ -216,12 +213,11 @@ class JanusConfig:
   und_encoder: str = "siglip"
 
   def __post_init__(self):
-    if self.generation_mode not in GENERATION_MODES:
-      raise ValueError(f"Unknown model.generation_mode {self.generation_mode!r}; valid: {GENERATION_MODES}.")
+    mode = self.mode  # ValueError naming the valid modes
     enc = self.understanding_encoder
     if self.aligner.input_dim == 0:  # frozen dataclass: resolved once, here
       object.__setattr__(self, "aligner", dataclasses.replace(self.aligner, input_dim=enc.feature_dim(self)))
-    problems = enc.problems(self)
+    problems = mode.problems(self) or enc.problems(self)
     if problems:
       raise ValueError(" ".join(problems))
 
@@ -232,8 +228,10 @@ class JanusConfig:
     return und_encoder.get(self.und_encoder)
 
   @property
-  def is_flow(self) -> bool:
-    return self.generation_mode == "flow"
+  def mode(self):
+    """The `janus_jax.modes.GenerationMode` named by `generation_mode` (ValueError for an unknown name)."""
+    from janus_jax import modes  # pylint: disable=import-outside-toplevel  # the modes import this module
+    return modes.get(self.generation_mode)
 
   @property
   def latent_size(self) -> int:
@@ -242,10 +240,8 @@ class JanusConfig:
 
   @property
   def generated_image_size(self) -> int:
-    """Side in pixels of generated images (VQ decode or VAE decode)."""
-    if self.is_flow:
-      return self.latent_size * self.vae.downsample
-    return self.gen_grid * self.vq.downsample
+    """Side in pixels of generated images (the mode's tokenizer decode: VQ codes or VAE latents)."""
+    return self.mode.generated_image_size(self)
 
   @property
   def num_image_tokens(self) -> int:
@@ -296,4 +292,4 @@ class JanusConfig:
 
 
 __all__ = ["LlamaConfig", "SiglipConfig", "AlignerConfig", "VQConfig", "GenHeadConfig", "KLVAEConfig", "UViTConfig",
-           "RepaConfig", "JanusConfig", "GENERATION_MODES", "_dtype"]
+           "RepaConfig", "JanusConfig", "_dtype"]

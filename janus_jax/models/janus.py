@@ -130,10 +130,10 @@ class JanusModel(nn.Module):
 
 
 def dummy_inputs(cfg: JanusConfig, batch: int = 1, seq_len: int | None = None):
-  """Smallest inputs that exercise every parameter (for `init` / `eval_shape`); flow mode has one more image slot
-  per image (JanusFlow's learned `<begin_of_image>` embedding)."""
+  """Smallest inputs that exercise every parameter (for `init` / `eval_shape`); a mode with `und_boi_slot` (flow)
+  has one more image slot per image (JanusFlow's learned `<begin_of_image>` embedding)."""
   from janus_jax.models.llama import causal_mask, positions_from_mask
-  n = cfg.num_image_tokens + (1 if cfg.is_flow else 0)
+  n = cfg.num_image_tokens + int(cfg.mode.und_boi_slot)
   t = seq_len or n + 2
   ids = jnp.zeros((batch, t), jnp.int32)
   image_seq_mask = jnp.zeros((batch, t), bool).at[:, 1:1 + n].set(True)
@@ -144,21 +144,13 @@ def dummy_inputs(cfg: JanusConfig, batch: int = 1, seq_len: int | None = None):
 
 
 def model_class(cfg: JanusConfig):
-  """The Linen class for `cfg.generation_mode`: JanusModel (ar_vq) or JanusFlowModel (flow)."""
-  if cfg.is_flow:
-    from janus_jax.models.janus_flow import JanusFlowModel  # pylint: disable=import-outside-toplevel
-    return JanusFlowModel
-  return JanusModel
+  """The Linen class of `cfg`'s generation mode (JanusModel for ar_vq, JanusFlowModel for flow)."""
+  return cfg.mode.model_class()
 
 
 def init_params(cfg: JanusConfig, rng: jax.Array, boxed: bool = False):
-  """Random-initialised params (plain nested dict; `boxed=True` keeps the logical-axis metadata boxes).
-  Dispatches on `cfg.generation_mode` (flow -> `janus_flow.init_params`)."""
-  if cfg.is_flow:
-    from janus_jax.models import janus_flow  # pylint: disable=import-outside-toplevel
-    return janus_flow.init_params(cfg, rng, boxed)
-  variables = JanusModel(cfg).init(rng, *dummy_inputs(cfg))
-  return variables["params"] if boxed else nn.unbox(variables["params"])
+  """Random-initialised params of `cfg`'s mode (plain nested dict; `boxed=True` keeps the logical-axis boxes)."""
+  return cfg.mode.init_params(cfg, rng, boxed)
 
 
 def abstract_params(cfg: JanusConfig, boxed: bool = False):

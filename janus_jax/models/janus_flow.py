@@ -26,7 +26,6 @@ import jax.numpy as jnp
 from janus_jax.models import layers
 from janus_jax.models.aligners import Aligner
 from janus_jax.models.configs import AlignerConfig, JanusConfig
-from janus_jax.models import janus
 from janus_jax.models.janus import embed_with_images
 from janus_jax.models.kl_vae import AutoencoderKL
 from janus_jax.models.llama import KVCache, LlamaForCausalLM
@@ -161,14 +160,3 @@ class JanusFlowModel(nn.Module):
       img = self.decode_latents(z)
       hidden = hidden + 0.0 * (v.sum() + r.sum() + self.encode_latents(img).sum())
     return self.text_logits(hidden)
-
-
-def init_params(cfg: JanusConfig, rng: jax.Array, boxed: bool = False):
-  """Random-initialised JanusFlow params (plain nested dict unless `boxed`)."""
-  variables = JanusFlowModel(cfg).init(rng, *janus.dummy_inputs(cfg))
-  return variables["params"] if boxed else nn.unbox(variables["params"])
-
-
-# Param subtrees absent from the released JanusFlow checkpoint: the REPA head (training only) and the VAE
-# (a separate diffusers directory).
-NOT_IN_CHECKPOINT = ("repa_projector", "vae")

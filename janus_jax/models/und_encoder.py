@@ -2,7 +2,7 @@
 
   siglip  (default; Janus / Janus-Pro / JanusFlow) the SigLIP ViT, param module `vision_model`:
           images float[N, S, S, 3] -> float[N, (S / vision.patch_size)^2, vision.width]
-  vq      (ablation of Janus's decoupling claim; generation_mode 'ar_vq' only) the generation tokenizer itself,
+  vq      (ablation of Janus's decoupling claim; the modes whose `und_encoders` list it: ar_vq) the generation tokenizer itself,
           `gen_vision_model` (the one VQ; no SigLIP params are built): its quantized latents z_q with the
           straight-through estimator, so the understanding loss reaches the VQ encoder when that trains
           (stage configs freeze `gen_vision_model/.*`): images float[N, S, S, 3] -> z_q float[N, S/f, S/f, C]
@@ -82,10 +82,6 @@ class VQ(UndEncoder):
     return cfg.vq.codebook_dim
 
   def problems(self, cfg):
-    if cfg.is_flow:
-      return ["model.und_encoder='vq' needs generation_mode 'ar_vq': generation_mode 'flow' (JanusFlow) has no VQ "
-              "tokenizer to understand images with. Fix: --config.model.und_encoder=siglip, or "
-              "--config.model.generation_mode=ar_vq with a `model.vq` section."]
     out = []
     size, f = cfg.vision.image_size, cfg.vq.downsample
     if size < f or size % f:
@@ -127,10 +123,8 @@ def get(name: str) -> UndEncoder:
 def absent_modules(cfg: "JanusConfig") -> tuple[str, ...]:
   """Top-level param modules that other encoders build and `cfg`'s does not (('vision_model',) for 'vq'): patterns
   naming them (e.g. the stage lists' 'vision_model/.*') may match nothing (`janus_jax.train.optim`)."""
-  if cfg.is_flow:
-    return ()
   mine = set(get(cfg.und_encoder).owns)
-  return tuple(sorted({m for e in ENCODERS.values() for m in e.owns} - mine))
+  return tuple(sorted({m for e in cfg.mode.und_encoders for m in get(e).owns} - mine))
 
 
 __all__ = ["UndEncoder", "ENCODERS", "NAMES", "get", "absent_modules"]

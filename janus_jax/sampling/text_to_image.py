@@ -1,8 +1,10 @@
-"""Text-to-image end to end: prompts -> CFG prompt rows -> compiled AR loop (Janus) or flow ODE (JanusFlow) -> uint8.
+"""Text-to-image end to end: prompts -> CFG prompt rows -> the generation mode's compiled sampler -> uint8.
 
 Plain functions over (model, params, cfg, tokenizer, template), shared by `janus_jax.api.JanusPipeline` (which adds
 loading and sharding) and the training loop, which calls `sample_images` with its own params and config (scanned
-or unrolled layers, remat on or off) without importing the API or the CLI. Every loop is compiled once per shape.
+or unrolled layers, remat on or off) without importing the API or the CLI. `generate` asks `cfg.mode` (its
+`generate` and its `sampling` defaults); `generate_tokens` / `decode_tokens` are the AR-VQ sampler (compiled AR loop,
+`ar_image`), `generate_flow` the flow sampler (compiled ODE, `flow_image`). Every loop is compiled once per shape.
 """
 from __future__ import annotations
 
@@ -27,8 +29,6 @@ from janus_jax.sampling import progress as progress_lib
 from janus_jax.sampling.ar_image import compiled_decode, compiled_generate
 
 PROMPT_BUCKET = 32  # Prompts are left-padded to a multiple of this, so similar lengths share one executable.
-AR_CFG_WEIGHT = 5.0  # Official guidance weights: Janus / Janus-Pro ...
-FLOW_CFG_WEIGHT = 2.0  # ... and JanusFlow.
 
 
 @dataclasses.dataclass
@@ -51,8 +51,8 @@ def context(mesh: jax.sharding.Mesh | None = None, rules=sharding.DEFAULT_RULES)
 
 
 def default_cfg_weight(cfg: JanusConfig) -> float:
-  """The official guidance weight of the mode: 5 (AR) or 2 (flow)."""
-  return FLOW_CFG_WEIGHT if cfg.is_flow else AR_CFG_WEIGHT
+  """The official guidance weight of `cfg`'s generation mode (`cfg.mode.sampling`: 5 ar_vq, 2 flow)."""
+  return cfg.mode.sampling["cfg_weight"]
 
 
 # --- argument checks ----------------------------------------------------------------------------------------
@@ -69,8 +69,10 @@ def check_sampling_args(*, greedy: bool, temperature: float, top_p: float, top_k
 
 def check_cfg_weight(cfg_weight: float) -> None:
   if not (_is_number(cfg_weight) and cfg_weight >= 0):
+    from janus_jax import modes  # pylint: disable=import-outside-toplevel
+    defaults = ", ".join(f"{m.sampling['cfg_weight']:g} {m.name}" for m in modes.MODES.values())
     raise ValueError(f"cfg_weight must be >= 0, got {cfg_weight!r}: 1 = no guidance, 0 = unconditional, > 1 "
-                     f"stronger guidance (defaults: {AR_CFG_WEIGHT:g} AR, {FLOW_CFG_WEIGHT:g} flow).")
+                     f"stronger guidance (defaults: {defaults}).")
 
 
 def _is_number(x) -> bool:
@@ -88,7 +90,7 @@ def repeat_prompts(prompts: Sequence[str] | str, num_images: int) -> list[str]:
   return [p for p in prompts for _ in range(num_images)]
 
 
-# --- AR (Janus / Janus-Pro) ---------------------------------------------------------------------------------
+# --- the ar_vq sampler (Janus / Janus-Pro) ---------------------------------------------------------------------------------
 def generation_inputs(cfg: JanusConfig, tokenizer: Tokenizer, template: str, prompts: Sequence[str] | str,
                       num_images: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
   """AR prompt rows [cond; uncond] (int32[2P, T], bool[2P, T], P = len(prompts) * num_images) and each row's prompt."""
@@ -102,15 +104,18 @@ def generation_inputs(cfg: JanusConfig, tokenizer: Tokenizer, template: str, pro
 
 
 def generate_tokens(model, params, cfg: JanusConfig, tokenizer: Tokenizer, template: str,
-                    prompts: Sequence[str] | str, *, num_images: int = 1, cfg_weight: float = AR_CFG_WEIGHT,
-                    temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, greedy: bool = False,
-                    seed: int = 0, progress: bool = False, mesh=None, rules=sharding.DEFAULT_RULES
-                    ) -> tuple[np.ndarray, list[str]]:
+                    prompts: Sequence[str] | str, *, num_images: int = 1, cfg_weight: float | None = None,
+                    temperature: float | None = None, top_k: int | None = None, top_p: float | None = None,
+                    greedy: bool = False, seed: int = 0, progress: bool = False, mesh=None,
+                    rules=sharding.DEFAULT_RULES) -> tuple[np.ndarray, list[str]]:
   """AR image tokens int32[len(prompts) * num_images, num_image_tokens] and the prompt of each row.
 
-  `model`/`params` in the decoding layout (`param_layout.for_decoding`); `progress=True` shows a tqdm bar fed from
-  inside the compiled loop (a separate executable).
+  `model`/`params` in the decoding layout (`param_layout.for_decoding`); None arguments take the mode's defaults
+  (`cfg.mode.sampling`); `progress=True` shows a tqdm bar fed from inside the compiled loop (a separate executable).
   """
+  default = cfg.mode.sampling_default
+  cfg_weight, temperature = default("cfg_weight", cfg_weight), default("temperature", temperature)
+  top_k, top_p = default("top_k", top_k), default("top_p", top_p)
   check_cfg_weight(cfg_weight)
   check_sampling_args(greedy=greedy, temperature=temperature, top_p=top_p, top_k=top_k)
   ids, valid, rows = generation_inputs(cfg, tokenizer, template, prompts, num_images)
@@ -139,16 +144,20 @@ def decode_tokens(model, params, cfg: JanusConfig, codes: np.ndarray, *, mesh=No
     return np.asarray(compiled_decode(model)(params, jnp.asarray(codes, jnp.int32)))
 
 
-# --- flow (JanusFlow) ---------------------------------------------------------------------------------------
+# --- the flow sampler (JanusFlow) ---------------------------------------------------------------------------------------
 def generate_flow(model, params, cfg: JanusConfig, tokenizer: Tokenizer, template: str,
-                  prompts: Sequence[str] | str, *, num_images: int = 1, cfg_weight: float = FLOW_CFG_WEIGHT,
-                  seed: int = 0, progress: bool = False, num_steps: int = 30, solver: str = "euler",
-                  time_shift: float = 1.0, prompt_cache: bool = True, noise: np.ndarray | None = None, mesh=None,
-                  rules=sharding.DEFAULT_RULES) -> GenerationResult:
+                  prompts: Sequence[str] | str, *, num_images: int = 1, cfg_weight: float | None = None,
+                  seed: int = 0, progress: bool = False, num_steps: int | None = None, solver: str | None = None,
+                  time_shift: float | None = None, prompt_cache: bool = True, noise: np.ndarray | None = None,
+                  mesh=None, rules=sharding.DEFAULT_RULES) -> GenerationResult:
   """JanusFlow CFG sampling: `num_steps` ODE steps, then the VAE decode; images uint8[P, H, W, 3] and latents.
 
-  `noise` float32[len(prompts) * num_images, h, w, C] gives the initial latent z0 explicitly (else from seed).
+  None arguments take the mode's defaults (`cfg.mode.sampling`); `noise` float32[len(prompts) * num_images, h, w,
+  C] gives the initial latent z0 explicitly (else from seed).
   """
+  default = cfg.mode.sampling_default
+  cfg_weight, num_steps = default("cfg_weight", cfg_weight), default("num_steps", num_steps)
+  solver, time_shift = default("solver", solver), default("time_shift", time_shift)
   check_cfg_weight(cfg_weight)
   rows = repeat_prompts(prompts, num_images)
   batch = chat.prepare_generation_batch(tokenizer, rows, template,
@@ -174,32 +183,23 @@ def generate_flow(model, params, cfg: JanusConfig, tokenizer: Tokenizer, templat
   return GenerationResult(images=images, tokens=None, prompts=rows, latents=np.asarray(z))
 
 
-# --- both modes ---------------------------------------------------------------------------------------------
+# --- every mode ---------------------------------------------------------------------------------------------
 def generate(model, params, cfg: JanusConfig, tokenizer: Tokenizer, template: str, prompts: Sequence[str] | str, *,
-             num_images: int = 1, cfg_weight: float | None = None, temperature: float = 1.0, top_k: int = 0,
-             top_p: float = 1.0, greedy: bool = False, seed: int = 0, progress: bool = False, num_steps: int = 30,
-             solver: str = "euler", time_shift: float = 1.0, prompt_cache: bool = True,
-             noise: np.ndarray | None = None, mesh=None, rules=sharding.DEFAULT_RULES) -> GenerationResult:
-  """Text-to-image in the mode of `cfg` (see `janus_jax.api.JanusPipeline.generate` for the arguments).
+             num_images: int = 1, cfg_weight: float | None = None, seed: int = 0, progress: bool = False, mesh=None,
+             rules=sharding.DEFAULT_RULES, **options) -> GenerationResult:
+  """Text-to-image with `cfg`'s generation mode (`cfg.mode.generate`; see `janus_jax.api.JanusPipeline.generate`).
 
-  AR: `temperature`/`top_k`/`top_p`/`greedy` apply, the flow arguments are ignored; flow: the reverse.
+  `options` are the samplers' own arguments (ar_vq: temperature, top_k, top_p, greedy; flow: num_steps, solver,
+  time_shift, prompt_cache, noise); a mode ignores the others' options; None takes the mode's default.
   """
-  cfg_weight = default_cfg_weight(cfg) if cfg_weight is None else cfg_weight
-  if cfg.is_flow:
-    return generate_flow(model, params, cfg, tokenizer, template, prompts, num_images=num_images,
-                         cfg_weight=cfg_weight, seed=seed, progress=progress, num_steps=num_steps, solver=solver,
-                         time_shift=time_shift, prompt_cache=prompt_cache, noise=noise, mesh=mesh, rules=rules)
-  tokens, rows = generate_tokens(model, params, cfg, tokenizer, template, prompts, num_images=num_images,
-                                 cfg_weight=cfg_weight, temperature=temperature, top_k=top_k, top_p=top_p,
-                                 greedy=greedy, seed=seed, progress=progress, mesh=mesh, rules=rules)
-  images = decode_tokens(model, params, cfg, tokens, mesh=mesh, rules=rules)
-  return GenerationResult(images=images, tokens=tokens, prompts=rows)
+  return cfg.mode.generate(model, params, cfg, tokenizer, template, prompts, num_images=num_images,
+                           cfg_weight=cfg_weight, seed=seed, progress=progress, mesh=mesh, rules=rules, **options)
 
 
 def sample_images(params: Any, cfg: JanusConfig, tokenizer: Tokenizer, template: str, prompts: list[str], *,
                   cfg_weight: float | None = None, seed: int = 0) -> np.ndarray:
-  """uint8[len(prompts), H, W, 3]: one CFG sample per prompt (AR or flow by `cfg.is_flow`, the mode's defaults;
-  `cfg_weight=None`: 5 AR, 2 flow). Takes params/cfg in the training layout (scanned layers, remat) or unrolled."""
+  """uint8[len(prompts), H, W, 3]: one CFG sample per prompt with `cfg`'s mode and its defaults (`cfg_weight=None`:
+  the mode's). Takes params/cfg in the training layout (scanned layers, remat) or unrolled."""
   params, cfg = param_layout.for_decoding(params, cfg)
   model = model_class(cfg)(cfg)
   return generate(model, params, cfg, tokenizer, template, list(prompts), cfg_weight=cfg_weight, seed=seed).images

@@ -133,7 +133,7 @@ def _row_und(rng, cfg, T, n_prompt, n_answer):
   ids = np.concatenate([[BOS], q1, [BEGIN_OF_IMAGE], np.full(n, IMAGE_PLACEHOLDER), [END_OF_IMAGE], q2, ans, [EOS]])
   img = np.zeros(len(ids), bool)
   img[2 + n_prompt:2 + n_prompt + n] = True
-  if cfg.is_flow:  # JanusFlow: the `<begin_of_image>` slot takes the learned BOI embedding (577 slots).
+  if cfg.mode.und_boi_slot:  # JanusFlow: the `<begin_of_image>` slot takes the learned BOI embedding (577 slots).
     img[1 + n_prompt] = True
   supervised = np.zeros(len(ids), bool)  # position t supervised iff its target ids[t + 1] is answer/EOS.
   start = len(ids) - n_answer - 1

@@ -50,7 +50,7 @@ def row_builder(config, cfg: JanusConfig, tokenizer: Tokenizer) -> RowBuilder:
   spec = RowSpec(seq_len=int(config.input.seq_len), num_image_tokens=cfg.num_image_tokens,
                  und_image_size=cfg.vision.image_size, gen_image_size=cfg.generated_image_size,
                  template=_get(config, "template", "deepseek"),
-                 system_prompt=_get(config.input, "system_prompt", ""), und_boi_slot=cfg.is_flow)
+                 system_prompt=_get(config.input, "system_prompt", ""), und_boi_slot=cfg.mode.und_boi_slot)
   return RowBuilder(tokenizer, spec)
 
 
@@ -188,9 +188,7 @@ def train(config, workdir: paths.PathLike, inputs: TrainInputs | None = None, *,
         check_finite(step, {"loss": values["loss"], "grad_norm": values["grad_norm"]}, last_saved)
         writer.scalars(step, {f"train/{k}": v for k, v in values.items()})
         if verbose:
-          shown = ("loss", "loss_text", "loss_rf", "loss_repa", "lr") if cfg.is_flow else (
-              "loss", "loss_text", "loss_image", "lr")
-          print(progress.line(step, {k: values[k] for k in shown}), flush=True)
+          print(progress.line(step, {k: values[k] for k in cfg.mode.shown_metrics}), flush=True)
       if sample_every and prompts and (step % sample_every == 0 or step == num_steps):
         grid = _sample_grid(state.params, cfg, tokenizer, _get(config, "template", "deepseek"), prompts,
                             _get(config.train, "sample_cfg_weight"), seed=step)

@@ -50,42 +50,11 @@ DEFAULTS = dict(
 SCHEDULES = ("constant", "cosine")
 TRAINABLE, FROZEN = "trainable", "frozen"
 
-# Janus stages (janus_models.md 5.1): which params train. Paths are the DeepSeek checkpoint prefixes.
-ENCODERS = ("vision_model/.*", "gen_vision_model/.*")
-STAGES = {
-    # Stage I: understanding adaptor, generation adaptor and image head. `gen_embed` (the 16384 x 8 input table of
-    # generated tokens, separate from the VQ codebook) is newly initialised like them and belongs to the generation
-    # input path (gen_aligner(gen_embed(code))), so it trains too; the LLM and both encoders are frozen.
-    1: dict(trainable=["aligner/.*", "gen_aligner/.*", "gen_head/.*", "gen_embed/.*"], frozen=[]),
-    # Stage II: everything except the two encoders.
-    2: dict(trainable=None, frozen=list(ENCODERS)),
-    # Stage III (SFT): everything except the VQ tokenizer; SigLIP unfreezes.
-    3: dict(trainable=None, frozen=["gen_vision_model/.*"]),
-}
-
-
-# JanusFlow stages (janus_models.md 5.3); the VAE (`vae/`) is always frozen.
-FLOW_STAGES = {
-    # Stage I: only the new modules: the linear aligners, the learned BOI embedding, g_enc, g_dec, the REPA head.
-    1: dict(trainable=["vision_und_enc_aligner/.*", "beg_of_und_embed", "vision_gen_enc_model/.*",
-                       "vision_gen_enc_aligner/.*", "vision_gen_dec_model/.*", "vision_gen_dec_aligner/.*",
-                       "vision_gen_dec_aligner_norm/.*", "repa_projector/.*"], frozen=[]),
-    # Stage II: everything except SigLIP.
-    2: dict(trainable=None, frozen=["vision_und_enc_model/.*", "vae/.*"]),
-    # Stage III (SFT): everything, SigLIP included.
-    3: dict(trainable=None, frozen=["vae/.*"]),
-}
-
-
 def stage_trainable(stage: int, generation_mode: str = "ar_vq") -> dict[str, Any]:
-  """{'trainable': [...] | None, 'frozen': [...]} for training stage 1, 2 or 3 of Janus (`ar_vq`) or JanusFlow
-  (`flow`)."""
-  stages = FLOW_STAGES if generation_mode == "flow" else STAGES
-  if stage not in stages:
-    family = "JanusFlow" if generation_mode == "flow" else "Janus"
-    raise ValueError(f"Unknown {family} training stage {stage!r}; valid stages: {sorted(stages)}.")
-  s = stages[stage]
-  return dict(trainable=None if s["trainable"] is None else list(s["trainable"]), frozen=list(s["frozen"]))
+  """{'trainable': [...] | None, 'frozen': [...]} for training stage 1, 2 or 3 of the generation mode (`ar_vq`:
+  Janus, `flow`: JanusFlow); the sets are the mode's `stages` (`janus_jax.modes`)."""
+  from janus_jax import modes  # pylint: disable=import-outside-toplevel
+  return modes.get(generation_mode).stage_trainable(stage)
 
 
 def _as_dict(cfg: Mapping[str, Any] | Any) -> dict[str, Any]:
@@ -246,5 +215,5 @@ class KeyedTransformation(optax.GradientTransformation):
     return hash(self.key)
 
 
-__all__ = ["DEFAULTS", "STAGES", "KeyedTransformation", "stage_trainable", "resolve_config", "make_schedule",
+__all__ = ["DEFAULTS", "KeyedTransformation", "stage_trainable", "resolve_config", "make_schedule",
            "param_paths", "trainable_mask", "decay_mask_fn", "lr_multiplier_masks", "make_optimizer"]

@@ -47,9 +47,9 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from janus_jax import sharding as sharding_lib
 from janus_jax.models.configs import JanusConfig
-from janus_jax.models.janus import JanusModel, model_class
+from janus_jax.models.janus import JanusModel
 from janus_jax.models.llama import causal_mask
-from janus_jax.train import flow_losses, losses
+from janus_jax.train import losses
 from janus_jax.train.batch import check_batch
 from janus_jax.train.state import TrainState, normalize_rules
 
@@ -158,7 +158,8 @@ def loss_sums(module: JanusModel, batch: dict, max_text_tokens=None, max_image_t
                                 module.text_logits, module.image_logits, max_text_tokens, max_image_tokens)
 
 
-def _supervised_count(mask: jax.Array, cap) -> jax.Array:
+def supervised_count(mask: jax.Array, cap) -> jax.Array:
+  """Supervised positions of the batch (float32 scalar), at most `cap` per row when cap is not None."""
   per_row = mask.sum(axis=1)
   if cap is not None:
     per_row = jnp.minimum(per_row, cap)
@@ -205,31 +206,24 @@ def make_train_step(cfg: JanusConfig, train_cfg=None, tx: optax.GradientTransfor
   """
   c = resolve_train_config(train_cfg)
   accum = int(c["grad_accum_steps"])
-  caps = (c["max_text_tokens"], c["max_image_tokens"])
-  flow = cfg.is_flow
-  fc = flow_losses.resolve_flow_config(c["flow"]) if flow else None
-  model = model_class(cfg)(cfg)
+  objective = cfg.mode.objective(cfg, c)
+  model = cfg.mode.model_class()(cfg)
 
   def train_step(state: TrainState, batch: Mapping[str, jax.Array], rng: jax.Array):
     B, _ = check_batch(batch, cfg=cfg)
     if B % accum:
       raise ValueError(f"Global batch {B} is not divisible by train.grad_accum_steps={accum}. Fix: make "
                        f"input.batch_size a multiple of {accum} or change grad_accum_steps.")
-    if flow and any(p.startswith("vae/") for p in state.trainable):
-      raise ValueError("Flow mode: the VAE must stay frozen (its latents are the regression targets). Fix: add "
-                       "'vae/.*' to optim.frozen (the JanusFlow stage configs do).")
+    problem = objective.check_trainable(state.trainable)
+    if problem:
+      raise ValueError(problem)
     opt = tx if tx is not None else state.tx
     schedule = schedule_fn or getattr(opt, "schedule", None)
     rng = jax.random.fold_in(rng, state.step)
     drop_rng, loss_rng = rng, jax.random.fold_in(rng, 1)
     batch, dropped_rows = apply_cfg_dropout(dict(batch), drop_rng, float(c["cfg_dropout"]), c["pad_id"],
-                                            mask_dropped=flow)
-    if flow:
-      rows = batch.get("has_gen_image", batch["gen_image_mask"].any(axis=1))
-      norms = (_supervised_count(batch["text_loss_mask"], caps[0]), jnp.sum(rows).astype(jnp.float32))
-    else:
-      normalizer = (_supervised_count(batch["text_loss_mask"], caps[0])
-                    + _supervised_count(batch["image_loss_mask"], caps[1]))
+                                            mask_dropped=objective.mask_dropped_prompts)
+    norms = objective.normalizers(batch)
 
     leaves, treedef = jax.tree.flatten(state.params)
     flags = state.trainable_flags()
@@ -241,22 +235,12 @@ def make_train_step(cfg: JanusConfig, train_cfg=None, tx: optax.GradientTransfor
       return treedef.unflatten([next(it) if f else next(ifr) for f in flags])
 
     def micro_grads(micro, micro_rng):
-      if flow:
-        def loss_fn(t):
-          sums = model.apply({"params": merge(t, frozen)}, micro, micro_rng, fc, caps[0],
-                             method=flow_losses.flow_loss_sums)
-          return flow_losses.total_flow_loss(sums, *norms, fc), sums
-      else:
-        micro = encode_gen_pixels(model, merge(train, frozen), micro)
-
-        def loss_fn(t):
-          sums = model.apply({"params": merge(t, frozen)}, micro, *caps, method=loss_sums)
-          return losses.total_loss(sums, normalizer), sums
-
+      micro = objective.prepare(model, merge(train, frozen), micro)
+      loss_fn = lambda t: objective.loss(model, merge(t, frozen), micro, micro_rng, norms)
       (_, sums), grads = jax.value_and_grad(loss_fn, has_aux=True)(train)
       return [g.astype(jnp.float32) for g in grads], sums
 
-    zero_sums = flow_losses.FlowSums.zeros() if flow else losses.LossSums.zeros()
+    zero_sums = objective.zero_sums()
     if accum == 1:
       grads, sums = micro_grads(batch, loss_rng)
     else:
@@ -278,7 +262,7 @@ def make_train_step(cfg: JanusConfig, train_cfg=None, tx: optax.GradientTransfor
     new_state = state.replace(step=state.step + 1, params=new_params, opt_state=opt_state,
                               ema_params=update_ema(state.ema_params, new_params, state.ema_decay, flags))
 
-    metrics = flow_losses.flow_metrics(sums, fc) if flow else losses.metrics_from_sums(sums)
+    metrics = objective.metrics(sums)
     metrics.update(
         grad_norm=optax.global_norm(grads), param_norm=optax.global_norm(new_train),
         update_norm=optax.global_norm(upd), cfg_dropped_rows=dropped_rows,
@@ -354,6 +338,7 @@ def compile_train_step(step_fn: Callable, state_shardings: Any, batch_shardings:
 
 
 __all__ = ["STEP_DEFAULTS", "resolve_train_config", "apply_cfg_dropout", "fill_in_order", "fill_gen_codes",
-           "encode_gen_pixels", "prepare_batch", "forward_hidden", "loss_sums", "update_ema", "make_train_step",
+           "encode_gen_pixels", "prepare_batch", "forward_hidden", "loss_sums", "supervised_count", "update_ema",
+           "make_train_step",
            "data_parallel_axes", "data_parallel_size", "batch_sharding", "check_batch_divisible",
            "compile_train_step"]
