@@ -20,39 +20,14 @@ import jax.numpy as jnp
 
 from janus_jax.models import layers
 from janus_jax.models.aligners import Aligner, GenHead
+from janus_jax.models.backbone import Backbone
 from janus_jax.models.configs import JanusConfig
-from janus_jax.models.llama import KVCache, LlamaForCausalLM
+from janus_jax.models.llama import LlamaForCausalLM
 from janus_jax.models.vq import VQModel
 
 
-def scatter_image_features(text_embeds: jax.Array, image_seq_mask: jax.Array, features: jax.Array) -> jax.Array:
-  """Places image features at the `<image_placeholder>` positions, in order, row by row.
-
-  Args:
-    text_embeds: float[B, T, D] token embeddings.
-    image_seq_mask: bool[B, T], True where an image feature goes.
-    features: float[B, M, D] the row's image features concatenated in image order (M >= number of True).
-  Returns:
-    float[B, T, D]: the k-th True position of row b receives features[b, k].
-  """
-  idx = jnp.cumsum(image_seq_mask.astype(jnp.int32), axis=1) - 1
-  idx = jnp.clip(idx, 0, features.shape[1] - 1)
-  gathered = jnp.take_along_axis(features, idx[..., None], axis=1)
-  return jnp.where(image_seq_mask[..., None], gathered.astype(text_embeds.dtype), text_embeds)
-
-
-def embed_with_images(module, ids, image_seq_mask, pixel_values) -> jax.Array:
-  """`module.embed_text(ids)` with `module.image_features` of every row's n images (float[B, n, H, W, 3], in order)
-  scattered into the image positions. Shared by JanusModel (576 slots per image) and JanusFlowModel (577)."""
-  b, n = pixel_values.shape[:2]
-  feats = module.image_features(pixel_values.reshape((b * n,) + pixel_values.shape[2:]))
-  feats = feats.reshape(b, n * feats.shape[1], feats.shape[2])
-  return scatter_image_features(module.embed_text(ids), image_seq_mask, feats)
-
-
-class JanusModel(nn.Module):
-  """Janus / Janus-Pro: two decoupled vision paths around one LLaMA decoder."""
-  cfg: JanusConfig
+class JanusModel(Backbone):
+  """Janus / Janus-Pro: two decoupled vision paths around one LLaMA decoder (`Backbone`: the shared methods)."""
 
   def setup(self):
     cfg = self.cfg
@@ -73,20 +48,6 @@ class JanusModel(nn.Module):
     `cfg.und_encoder` features, e.g. SigLIP float[N, 576, 1024], through `aligner`)."""
     return self.aligner(self.cfg.understanding_encoder.features(self, pixel_values))
 
-  def embed_text(self, ids: jax.Array) -> jax.Array:
-    """int[B, T] -> float[B, T, D]. Negative ids (placeholders in some pipelines) embed as id 0."""
-    return self.language_model.embed(jnp.maximum(ids, 0))
-
-  def embed_multimodal(self, ids, image_seq_mask, pixel_values) -> jax.Array:
-    """Text embeddings with understanding features scattered into the image positions.
-
-    Args:
-      ids: int[B, T]; image_seq_mask: bool[B, T];
-      pixel_values: float[B, n, H, W, 3] (n images per row, zero images allowed only if the mask is empty).
-    Returns: float[B, T, D].
-    """
-    return embed_with_images(self, ids, image_seq_mask, pixel_values)
-
   # --- generation path ------------------------------------------------------------------------------------
   def embed_image_tokens(self, codes: jax.Array) -> jax.Array:
     """int[...] image-token ids -> float[..., D] LLM inputs (gen_embed then gen_aligner)."""
@@ -96,10 +57,6 @@ class JanusModel(nn.Module):
     """float[..., D] final hidden states -> float32[..., image_token_size]."""
     return self.gen_head(hidden).astype(jnp.float32)
 
-  def text_logits(self, hidden: jax.Array) -> jax.Array:
-    """float[..., D] final hidden states -> float32[..., vocab]."""
-    return self.language_model.logits(hidden)
-
   def decode_image_tokens(self, codes: jax.Array) -> jax.Array:
     """int[B, 576] raster-order codes -> float[B, H, W, 3] images in about [-1, 1]."""
     return self.gen_vision_model.decode_code(codes, grid=self.cfg.gen_grid)
@@ -108,11 +65,6 @@ class JanusModel(nn.Module):
     """float[B, H, W, 3] in [-1, 1] -> int32[B, h*w] raster-order codes."""
     _, codes, _ = self.gen_vision_model.encode(images)
     return codes.reshape(codes.shape[0], -1)
-
-  # --- the decoder ----------------------------------------------------------------------------------------
-  def llm(self, inputs_embeds, positions, mask, cache: KVCache | None = None, cache_index=None):
-    """LLaMA stack: returns (hidden float[B, T, D] after final norm, updated cache)."""
-    return self.language_model(inputs_embeds, positions, mask, cache, cache_index)
 
   def __call__(self, ids, image_seq_mask, pixel_values, positions, mask):
     """Teacher-forced multimodal forward: returns (text logits float32[B, T, V], image logits [B, T, K]).

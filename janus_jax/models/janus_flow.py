@@ -14,8 +14,8 @@ Submodules (names = JanusFlow checkpoint prefixes, janus_models.md 1.6):
   repa_projector                training only (not in released checkpoints): MLP D -> ... -> 1024 for REPA
   vae                           the KL autoencoder (SDXL-VAE for the release; always frozen). It is not in the
                                 JanusFlow checkpoint: `janus-jax convert --vae=DIR` imports a diffusers directory.
-The understanding API (`image_features`, `embed_text`, `embed_multimodal`, `text_logits`, `llm`) matches
-`JanusModel`, so understanding sampling and the text losses are shared between the two modes.
+The understanding API (`embed_text`, `embed_multimodal`, `text_logits`, `llm`) is `Backbone`'s, shared with
+`JanusModel`; this model supplies `image_features` (its 577 understanding slots per image).
 """
 from __future__ import annotations
 
@@ -26,9 +26,9 @@ import jax.numpy as jnp
 from janus_jax.models import layers
 from janus_jax.models.aligners import Aligner
 from janus_jax.models.configs import AlignerConfig, JanusConfig
-from janus_jax.models.janus import embed_with_images
+from janus_jax.models.backbone import Backbone
 from janus_jax.models.kl_vae import AutoencoderKL
-from janus_jax.models.llama import KVCache, LlamaForCausalLM
+from janus_jax.models.llama import LlamaForCausalLM
 from janus_jax.models.siglip import SiglipVisionTower
 from janus_jax.models.uvit import ShallowUViTDecoder, ShallowUViTEncoder
 
@@ -53,9 +53,9 @@ class RepaProjector(nn.Module):
     return x
 
 
-class JanusFlowModel(nn.Module):
-  """JanusFlow: SigLIP understanding path + ShallowUViT rectified-flow generation path around one LLaMA."""
-  cfg: JanusConfig
+class JanusFlowModel(Backbone):
+  """JanusFlow: SigLIP understanding path + ShallowUViT rectified-flow generation path around one LLaMA
+  (`Backbone`: the shared methods)."""
 
   def setup(self):
     cfg = self.cfg
@@ -91,23 +91,6 @@ class JanusFlowModel(nn.Module):
     boi = jnp.broadcast_to(self.beg_of_und_embed.astype(feats.dtype)[None], (feats.shape[0], 1, feats.shape[2]))
     return jnp.concatenate([boi, feats], axis=1)
 
-  def embed_text(self, ids: jax.Array) -> jax.Array:
-    """int[B, T] -> float[B, T, D]. Negative ids embed as id 0."""
-    return self.language_model.embed(jnp.maximum(ids, 0))
-
-  def embed_multimodal(self, ids, image_seq_mask, pixel_values) -> jax.Array:
-    """Text embeddings with [BOI embed + 576 features] per image scattered into the 577-slot image positions.
-
-    Args: ids int[B, T]; image_seq_mask bool[B, T] (577 True per image: `<begin_of_image>` + placeholders);
-      pixel_values float[B, n, H, W, 3].
-    Returns: float[B, T, D].
-    """
-    return embed_with_images(self, ids, image_seq_mask, pixel_values)
-
-  def text_logits(self, hidden: jax.Array) -> jax.Array:
-    """float[..., D] -> float32[..., vocab]."""
-    return self.language_model.logits(hidden)
-
   # --- generation path ------------------------------------------------------------------------------------
   def gen_inputs(self, z_t: jax.Array, t: jax.Array):
     """Noisy latents -> LLM inputs.
@@ -139,12 +122,6 @@ class JanusFlowModel(nn.Module):
   def decode_latents(self, z: jax.Array) -> jax.Array:
     """Scaled latents float[B, h, w, C] -> images float[B, 8h, 8w, 3] in about [-1, 1]."""
     return self.vae.decode_latent(z)
-
-  # --- the decoder ----------------------------------------------------------------------------------------
-  def llm(self, inputs_embeds, positions, mask, cache: KVCache | None = None, cache_index=None,
-          capture_layer: int | None = None):
-    """LLaMA stack: (hidden after final norm, cache[, hidden after block `capture_layer`])."""
-    return self.language_model(inputs_embeds, positions, mask, cache, cache_index, capture_layer)
 
   def __call__(self, ids, image_seq_mask, pixel_values, positions, mask):
     """Teacher-forced understanding forward -> text logits float32[B, T, V]; at init also builds the generation

@@ -8,7 +8,7 @@ Required:
   positions        int32[B, T]   RoPE positions.
   valid            bool[B, T]    non-padding tokens (padding keys are never attended).
   und_image_mask   bool[B, T]    positions that receive SigLIP understanding features: the k-th True of a row gets
-                                 the row's k-th feature, images in order (`janus.scatter_image_features`).
+                                 the row's k-th feature, images in order (`backbone.scatter_image_features`).
   und_pixels       float32[B, n, H, W, 3]  n >= 1 understanding images per row in [-1, 1] (zeros where a row has none).
   gen_image_mask   bool[B, T]    positions whose INPUT is a VQ code (embedded by `JanusModel.embed_image_tokens`).
   targets          int32[B, T]   next-token targets (text id or VQ code).

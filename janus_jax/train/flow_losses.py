@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from janus_jax.configs.common import reject_unknown_keys
-from janus_jax.models.janus import scatter_image_features
+from janus_jax.models.backbone import scatter_image_features
 from janus_jax.models.llama import causal_mask
 from janus_jax.train import losses
 
