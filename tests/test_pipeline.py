@@ -425,6 +425,7 @@ def test_packed_batch_has_the_loss_of_its_rows_unpacked(builder, records):
   from janus_jax.configs import models
   from janus_jax.models.configs import JanusConfig
   from janus_jax.models.janus import JanusModel, init_params
+  from janus_jax.train import losses
   from janus_jax.train import step as step_lib
   cfg = JanusConfig.from_dict(models.janus_tiny())
   model, params = JanusModel(cfg), init_params(cfg, jax.random.PRNGKey(0))
@@ -434,7 +435,7 @@ def test_packed_batch_has_the_loss_of_its_rows_unpacked(builder, records):
 
   def sums(batch):
     b = step_lib.prepare_batch(model, params, batch, jax.random.PRNGKey(0), dict(cfg_dropout=0.0, pad_id=0))
-    return model.apply({"params": params}, b, method=step_lib.loss_sums)
+    return model.apply({"params": params}, b, method=losses.loss_sums)
 
   p, u = sums(packed), sums(plain)
   assert float(p.text_tokens) == float(u.text_tokens) > 0 and float(p.image_tokens) == float(u.image_tokens) > 0

@@ -173,7 +173,7 @@ def test_packed_segments_do_not_see_each_other(cfg, state0):
     return b
 
   model = JanusModel(cfg)
-  fwd = jax.jit(lambda p, b: model.apply({"params": p}, b, method=step_lib.loss_sums))
+  fwd = jax.jit(lambda p, b: model.apply({"params": p}, b, method=losses.loss_sums))
   alone, packed = fwd(state0.params, row([doc2])), fwd(state0.params, row([doc1, doc2]))
   assert float(alone.text_tokens) == float(packed.text_tokens) == 11
   assert abs(float(alone.text_loss) - float(packed.text_loss)) < 1e-4

@@ -2,7 +2,7 @@
 
 Modules (param subtrees, the DeepSeek checkpoint prefixes): gen_vision_model (the VQ tokenizer), gen_embed,
 gen_aligner, gen_head; the Linen class is `janus_jax.models.janus.JanusModel`. Objective: text CE + image-token CE
-over the global batch's supervised tokens, with the frozen VQ's codes as targets (`janus_jax.train.step`).
+over the global batch's supervised tokens, with the frozen VQ's codes as targets (`janus_jax.train.losses`).
 """
 from __future__ import annotations
 
@@ -92,10 +92,10 @@ class ArVq(GenerationMode):
 
     def loss(model, params, micro, rng, normalizer):
       del rng
-      sums = model.apply({"params": params}, micro, *caps, method=step.loss_sums)
+      sums = model.apply({"params": params}, micro, *caps, method=losses.loss_sums)
       return losses.total_loss(sums, normalizer), sums
 
-    return Objective(mask_dropped_prompts=False, normalizers=normalizers, prepare=step.encode_gen_pixels,
+    return Objective(mask_dropped_prompts=False, normalizers=normalizers, prepare=losses.encode_gen_pixels,
                      loss=loss, zero_sums=losses.LossSums.zeros, metrics=losses.metrics_from_sums,
                      check_trainable=lambda trainable: None)
 

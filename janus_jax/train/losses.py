@@ -1,4 +1,4 @@
-"""Masked next-token cross-entropy for Janus: text tokens from `lm_head`, image tokens from `gen_head`.
+"""The `ar_vq` objective: masked next-token cross-entropy, text tokens from `lm_head`, image tokens from `gen_head`.
 
 Janus uses ONE loss over all supervised tokens, no task weights:
     loss = (sum of text CE + sum of image CE) / (number of supervised text + image tokens)
@@ -9,6 +9,9 @@ Memory: the heads are applied inside `head_xent`, so the caller passes hidden st
 `max_tokens=None` the head runs on all B*T positions (fine for tiny configs; float32[B, T, 102400] is 1.6 GB per
 4096-token row for the real vocab). With `max_tokens=K` each row's supervised positions are first gathered into
 K slots (stable order) and the head runs on float[B, K, D] only; positions beyond K are counted in `dropped`.
+
+Batch side (`janus_jax.modes.ar_vq` calls these through `janus_jax.train.step`): `encode_gen_pixels` fills the
+frozen VQ's codes of `gen_pixels` into the token ids and targets; `loss_sums` runs the teacher-forced forward.
 """
 from __future__ import annotations
 
@@ -16,6 +19,8 @@ from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+
+from janus_jax.models.llama import causal_mask
 
 
 class LossSums(NamedTuple):
@@ -113,5 +118,55 @@ def metrics_from_sums(sums: LossSums) -> dict[str, jax.Array]:
   }
 
 
+def fill_in_order(values: jax.Array, mask: jax.Array, codes: jax.Array, rows: jax.Array | None = None) -> jax.Array:
+  """values int[B, T] with the k-th True of mask[b] set to codes[b, k] (rows where `rows` is False untouched)."""
+  idx = jnp.clip(jnp.cumsum(mask.astype(jnp.int32), axis=1) - 1, 0, codes.shape[1] - 1)
+  gathered = jnp.take_along_axis(codes.astype(values.dtype), idx, axis=1)
+  where = mask if rows is None else mask & rows[:, None]
+  return jnp.where(where, gathered, values)
+
+
+def fill_gen_codes(batch: dict, codes: jax.Array) -> dict:
+  """Writes VQ codes int[B, N] into `input_ids` at `gen_image_mask` and `targets` at `image_loss_mask`."""
+  rows = batch.get("has_gen_image")
+  return dict(batch, input_ids=fill_in_order(batch["input_ids"], batch["gen_image_mask"], codes, rows),
+              targets=fill_in_order(batch["targets"], batch["image_loss_mask"], codes, rows))
+
+
+def encode_gen_pixels(model, params, batch: dict) -> dict:
+  """If the batch has `gen_pixels`: frozen-VQ codes (stop_gradient) filled in; `gen_pixels` is dropped."""
+  if "gen_pixels" not in batch:
+    return batch
+  codes = model.apply({"params": jax.lax.stop_gradient(params)}, batch["gen_pixels"],
+                      method=type(model).encode_image_tokens)
+  out = fill_gen_codes(batch, jax.lax.stop_gradient(codes))
+  out.pop("gen_pixels")
+  out.pop("has_gen_image", None)
+  return out
+
+
+def forward_hidden(module, batch: dict) -> jax.Array:
+  """Teacher-forced multimodal forward -> final hidden states float[B, T, D] (call through `model.apply`)."""
+  ids = batch["input_ids"]
+  embeds = module.embed_multimodal(ids, batch["und_image_mask"], batch["und_pixels"])
+  codes = jnp.clip(ids, 0, module.cfg.image_token_size - 1)
+  gen = module.embed_image_tokens(codes)
+  embeds = jnp.where(batch["gen_image_mask"][..., None], gen.astype(embeds.dtype), embeds)
+  t = ids.shape[1]
+  mask = causal_mask(batch["valid"], t)
+  if "segment_ids" in batch:
+    seg = batch["segment_ids"]
+    mask = mask & (seg[:, :, None] == seg[:, None, :])
+  hidden, _ = module.llm(embeds, batch["positions"], mask)
+  return hidden
+
+
+def loss_sums(module, batch: dict, max_text_tokens=None, max_image_tokens=None) -> LossSums:
+  """Forward + text/image CE sums (call through `model.apply(..., method=loss_sums)`)."""
+  hidden = forward_hidden(module, batch)
+  return janus_loss_sums(hidden, batch["targets"], batch["text_loss_mask"], batch["image_loss_mask"],
+                         module.text_logits, module.image_logits, max_text_tokens, max_image_tokens)
+
+
 __all__ = ["LossSums", "token_xent", "gather_positions", "head_xent", "janus_loss_sums", "total_loss",
-           "metrics_from_sums"]
+           "metrics_from_sums", "fill_in_order", "fill_gen_codes", "encode_gen_pixels", "forward_hidden", "loss_sums"]

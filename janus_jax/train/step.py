@@ -4,14 +4,17 @@
     run = compile_train_step(step_fn, state_shardings(...), batch_sharding(mesh), mesh, config.sharding_rules)
     state, metrics = run(state, batch, rng)        # `state` is donated
 
-Per step (batch format: `janus_jax/train/batch.py`):
+The loss is the generation mode's objective (`cfg.mode.objective`, `janus_jax.modes.base.Objective`); the step
+around it is the same for every mode. Per step (batch format: `janus_jax/train/batch.py`):
   1. CFG dropout on the whole global batch: with probability `cfg_dropout` per row, the row's `cfg_drop_mask`
-     positions become `pad_id` (still attended). The rng is `fold_in(rng, state.step)`, so a loop may pass one key.
+     positions become `pad_id` (still attended; the flow objective also masks them out: the official unconditional
+     rows, BOS + masked pads, positions unchanged). The rng is `fold_in(rng, state.step)`, so a loop may pass one key.
   2. The batch is split into `grad_accum_steps` microbatches (row r goes to microbatch r % A, so every device keeps
-     its rows) and `lax.scan`ned. Per microbatch: `gen_pixels` -> frozen-VQ codes (stop_gradient) filled into
-     `input_ids` / `targets`; forward; loss = (text CE sum + image CE sum) / N where N is the supervised-token count
-     of the WHOLE global batch, so the summed microbatch gradients equal the full-batch gradient and the metrics
-     (ratios of summed sums) equal the full-batch metrics.
+     its rows) and `lax.scan`ned. Per microbatch: the objective's `prepare` (ar_vq: `gen_pixels` -> frozen-VQ codes,
+     stop_gradient, filled into `input_ids` / `targets`), then its loss: sums divided by counts of the WHOLE global
+     batch (ar_vq: (text CE sum + image CE sum) / supervised tokens; flow: text CE + rectified flow + REPA, each over
+     its own count), so the summed microbatch gradients equal the full-batch gradient and the metrics (ratios of
+     summed sums) equal the full-batch metrics.
   3. Only trainable params (`state.trainable`) are differentiated; frozen ones are passed through untouched
      (bit-identical, no gradient memory). The optimizer clips the global norm of the trainable gradients.
 Compute dtype follows the model config (e.g. `cfg.with_dtype('bfloat16')`); params, gradients, optimizer state,
@@ -27,9 +30,6 @@ a misspelling of these):
   max_image_tokens  None, or K: same for gen_head
   flow              flow mode only: rectified-flow / REPA settings (`janus_jax/train/flow_losses.py`)
 
-Flow mode (`model.generation_mode == "flow"`, JanusFlow): the same batch format; `gen_pixels` are encoded by the
-frozen VAE inside the loss, which is text CE + rectified flow + REPA (`flow_losses`); CFG dropout replaces the
-prompt by pads AND masks them out (the official unconditional rows: BOS + masked pads, positions unchanged).
 With `optim.ema_decay > 0` the state keeps an EMA of the params, updated after every step.
 """
 from __future__ import annotations
@@ -47,9 +47,6 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from janus_jax import sharding as sharding_lib
 from janus_jax.models.configs import JanusConfig
-from janus_jax.models.janus import JanusModel
-from janus_jax.models.llama import causal_mask
-from janus_jax.train import losses
 from janus_jax.train.batch import check_batch
 from janus_jax.train.state import TrainState, normalize_rules
 
@@ -97,66 +94,19 @@ def apply_cfg_dropout(batch: dict, rng: jax.Array, rate: float, pad_id: int | No
   return out, jnp.sum(drop & mask.any(axis=1)).astype(jnp.float32)
 
 
-def fill_in_order(values: jax.Array, mask: jax.Array, codes: jax.Array, rows: jax.Array | None = None) -> jax.Array:
-  """values int[B, T] with the k-th True of mask[b] set to codes[b, k] (rows where `rows` is False untouched)."""
-  idx = jnp.clip(jnp.cumsum(mask.astype(jnp.int32), axis=1) - 1, 0, codes.shape[1] - 1)
-  gathered = jnp.take_along_axis(codes.astype(values.dtype), idx, axis=1)
-  where = mask if rows is None else mask & rows[:, None]
-  return jnp.where(where, gathered, values)
-
-
-def fill_gen_codes(batch: dict, codes: jax.Array) -> dict:
-  """Writes VQ codes int[B, N] into `input_ids` at `gen_image_mask` and `targets` at `image_loss_mask`."""
-  rows = batch.get("has_gen_image")
-  return dict(batch, input_ids=fill_in_order(batch["input_ids"], batch["gen_image_mask"], codes, rows),
-              targets=fill_in_order(batch["targets"], batch["image_loss_mask"], codes, rows))
-
-
-def encode_gen_pixels(model: JanusModel, params, batch: dict) -> dict:
-  """If the batch has `gen_pixels`: frozen-VQ codes (stop_gradient) filled in; `gen_pixels` is dropped."""
-  if "gen_pixels" not in batch:
-    return batch
-  codes = model.apply({"params": jax.lax.stop_gradient(params)}, batch["gen_pixels"],
-                      method=JanusModel.encode_image_tokens)
-  out = fill_gen_codes(batch, jax.lax.stop_gradient(codes))
-  out.pop("gen_pixels")
-  out.pop("has_gen_image", None)
-  return out
-
-
-def prepare_batch(model: JanusModel, params, batch: dict, rng: jax.Array, train_cfg=None) -> dict:
-  """CFG dropout + VQ code filling on a whole batch, as the step does (for inspection and tests)."""
+def prepare_batch(model, params, batch: dict, rng: jax.Array, train_cfg=None) -> dict:
+  """CFG dropout + the mode's objective `prepare` (ar_vq: frozen-VQ codes filled in) on a whole batch, as the step
+  does (for inspection and tests)."""
   c = resolve_train_config(train_cfg)
-  batch, _ = apply_cfg_dropout(dict(batch), rng, float(c["cfg_dropout"]), c["pad_id"])
-  return encode_gen_pixels(model, params, batch)
+  objective = model.cfg.mode.objective(model.cfg, c)
+  batch, _ = apply_cfg_dropout(dict(batch), rng, float(c["cfg_dropout"]), c["pad_id"],
+                               mask_dropped=objective.mask_dropped_prompts)
+  return objective.prepare(model, params, batch)
 
 
 # ------------------------------------------------------------------------------------------------------------
 # Forward and loss.
 # ------------------------------------------------------------------------------------------------------------
-
-def forward_hidden(module: JanusModel, batch: dict) -> jax.Array:
-  """Teacher-forced multimodal forward -> final hidden states float[B, T, D] (call through `model.apply`)."""
-  ids = batch["input_ids"]
-  embeds = module.embed_multimodal(ids, batch["und_image_mask"], batch["und_pixels"])
-  codes = jnp.clip(ids, 0, module.cfg.image_token_size - 1)
-  gen = module.embed_image_tokens(codes)
-  embeds = jnp.where(batch["gen_image_mask"][..., None], gen.astype(embeds.dtype), embeds)
-  t = ids.shape[1]
-  mask = causal_mask(batch["valid"], t)
-  if "segment_ids" in batch:
-    seg = batch["segment_ids"]
-    mask = mask & (seg[:, :, None] == seg[:, None, :])
-  hidden, _ = module.llm(embeds, batch["positions"], mask)
-  return hidden
-
-
-def loss_sums(module: JanusModel, batch: dict, max_text_tokens=None, max_image_tokens=None) -> losses.LossSums:
-  """Forward + text/image CE sums (call through `model.apply(..., method=loss_sums)`)."""
-  hidden = forward_hidden(module, batch)
-  return losses.janus_loss_sums(hidden, batch["targets"], batch["text_loss_mask"], batch["image_loss_mask"],
-                                module.text_logits, module.image_logits, max_text_tokens, max_image_tokens)
-
 
 def supervised_count(mask: jax.Array, cap) -> jax.Array:
   """Supervised positions of the batch (float32 scalar), at most `cap` per row when cap is not None."""
@@ -200,9 +150,9 @@ def make_train_step(cfg: JanusConfig, train_cfg=None, tx: optax.GradientTransfor
     cfg: the model config (its compute dtypes apply; params stay as stored).
     train_cfg: `config.train` (see module docstring).
     tx: the optimizer (default: `state.tx`); schedule_fn: lr schedule for the `lr` metric (default `tx.schedule`).
-  Metrics (float32 scalars): loss, loss_text, loss_image, accuracy_text, accuracy_image, tokens_text,
-  tokens_image, tokens_dropped, grad_norm (trainable grads before clipping), param_norm (trainable params after
-  the update), update_norm, lr, cfg_dropped_rows.
+  Metrics (float32 scalars): the objective's (ar_vq: loss, loss_text, loss_image, accuracy_text, accuracy_image,
+  tokens_text, tokens_image, tokens_dropped; flow: `flow_losses.flow_metrics`), then grad_norm (trainable grads
+  before clipping), param_norm (trainable params after the update), update_norm, lr, cfg_dropped_rows.
   """
   c = resolve_train_config(train_cfg)
   accum = int(c["grad_accum_steps"])
@@ -337,8 +287,7 @@ def compile_train_step(step_fn: Callable, state_shardings: Any, batch_shardings:
   return run
 
 
-__all__ = ["STEP_DEFAULTS", "resolve_train_config", "apply_cfg_dropout", "fill_in_order", "fill_gen_codes",
-           "encode_gen_pixels", "prepare_batch", "forward_hidden", "loss_sums", "supervised_count", "update_ema",
-           "make_train_step",
+__all__ = ["STEP_DEFAULTS", "resolve_train_config", "apply_cfg_dropout", "prepare_batch", "supervised_count",
+           "update_ema", "make_train_step",
            "data_parallel_axes", "data_parallel_size", "batch_sharding", "check_batch_divisible",
            "compile_train_step"]
