@@ -94,7 +94,8 @@ def get_config(arg=None):
       grad_accum_steps=1, cfg_dropout=0.1,
       pad_id=ml_collections.config_dict.placeholder(int),  # None: the tokenizer's pad id
       log_every=1 if fast else 100, checkpoint_every=0 if fast else 600, keep_checkpoints=2,
-      sample_every=0 if fast else 600, sample_prompts=SAMPLE_PROMPTS, sample_cfg_weight=2.0 if flow else 5.0))
+      sample_every=0 if fast else 600, sample_prompts=SAMPLE_PROMPTS,
+      sample_cfg_weight=ml_collections.config_dict.placeholder(float)))  # None: the mode's default (5 ar_vq, 2 flow)
   if flow:
     c.train.flow = dict(t_location=0.0, t_scale=1.0, rf_weight=1.0, repa_weight=1.0, sample_posterior=False)
   c.train.num_steps = steps
@@ -104,8 +105,10 @@ def get_config(arg=None):
       packing=dict(enabled=arg.pack, max_und_images=2),
       sources=(), tokenizer=""))  # empty: the main job prepares Shapes (section `data`) and uses its tokenizer
   # 600 GenEval prompts and the whole 1000-question test split (seconds each; smaller evaluations are noisy: README).
-  c.eval = dict(n_per_category=2 if fast else 100, num_questions=8 if fast else 1000, cfg_weight=2.0 if flow else 5.0,
-                temperature=1.0, cfg_weights=())  # cfg_weights: also score generation at these guidance weights
+  # cfg_weight None: the mode's default guidance weight (janus_jax.modes: 5 ar_vq, 2 flow); cfg_weights: generation
+  # is also scored at these guidance weights.
+  c.eval = dict(n_per_category=2 if fast else 100, num_questions=8 if fast else 1000,
+                cfg_weight=ml_collections.config_dict.placeholder(float), temperature=1.0, cfg_weights=())
   c.mesh = tuple(sharding.DEFAULT_MESH)
   c.sharding_rules = list(sharding.DEFAULT_RULES)
   return c

@@ -50,6 +50,7 @@ class GenerationMode:
   sampling: Mapping[str, Any] = {}  # the sampler's defaults (cfg_weight, ...), the only place they are written
   sampler_options: tuple[str, ...] = ()  # the keyword arguments its sampler takes besides the shared ones
   shown_metrics: tuple[str, ...] = ()  # the training metrics the console line shows
+  pixel_rounding = "truncate"  # decoded images -> uint8 (`janus_jax.processing.image.to_uint8`)
   not_in_checkpoint: tuple[str, ...] = ()  # param modules the released checkpoints do not hold
 
   # --- model -----------------------------------------------------------------------------------------------

@@ -35,6 +35,7 @@ class Flow(GenerationMode):
   sampling = dict(cfg_weight=2.0, num_steps=30, solver="euler", time_shift=1.0, parallel_size=5)
   sampler_options = ("num_steps", "solver", "time_shift", "prompt_cache", "noise")
   shown_metrics = ("loss", "loss_text", "loss_rf", "loss_repa", "lr")
+  pixel_rounding = "round"
   # The REPA head (training only) and the VAE (a separate diffusers directory) are not in the released checkpoint.
   not_in_checkpoint = ("repa_projector", "vae")
 

@@ -162,13 +162,19 @@ def normalize(pixels: np.ndarray) -> np.ndarray:
   return (x - half) / half
 
 
-def to_uint8(images) -> np.ndarray:
-  """`float[..., 3]` in [-1, 1] -> `uint8[..., 3]`: `clip((x + 1) / 2 * 255, 0, 255)` then truncation.
+ROUNDINGS = ("truncate", "round")
 
-  This is the official post-processing (assignment of float32 into a uint8 array). NaN maps to 0.
-  """
-  x = np.nan_to_num(np.asarray(images, np.float32), nan=-1.0)
-  return np.clip((x + 1) / 2 * 255, 0, 255).astype(np.uint8)
+
+def to_uint8(images, rounding: str = "truncate", xp=np):
+  """`float[..., 3]` in [-1, 1] -> `uint8[..., 3]`: `clip((x + 1) / 2 * 255, 0, 255)`, then `rounding`:
+  'truncate' (the official Janus post-processing: float32 assigned into a uint8 array) or 'round' (to nearest, ties
+  to even; JanusFlow's). NaN maps to 0. `xp`: numpy, or jax.numpy inside a compiled decoder (the generation modes'
+  `pixel_rounding` picks the rule)."""
+  if rounding not in ROUNDINGS:
+    raise ValueError(f"rounding must be one of {ROUNDINGS}, got {rounding!r}.")
+  x = xp.nan_to_num(xp.asarray(images, xp.float32), nan=-1.0)
+  x = xp.clip((x + 1) / 2 * 255, 0, 255)
+  return (xp.round(x) if rounding == "round" else x).astype(xp.uint8)
 
 
 # ------------------------------------------------------------------------------------------------

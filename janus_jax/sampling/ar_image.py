@@ -14,6 +14,7 @@ import jax.numpy as jnp
 
 from janus_jax.models.janus import JanusModel
 from janus_jax.models.llama import KVCache, causal_mask, positions_from_mask
+from janus_jax.processing import image as image_proc
 from janus_jax.sampling import progress
 from janus_jax.sampling.sample import cfg_combine, sample_next
 
@@ -104,7 +105,6 @@ def compiled_decode(model: JanusModel):
 
   def run(params, codes):
     images = model.apply({"params": params}, codes, method=JanusModel.decode_image_tokens)
-    images = jnp.clip((images.astype(jnp.float32) + 1.0) / 2.0 * 255.0, 0.0, 255.0)
-    return images.astype(jnp.uint8)
+    return image_proc.to_uint8(images, model.cfg.mode.pixel_rounding, xp=jnp)
 
   return jax.jit(run)

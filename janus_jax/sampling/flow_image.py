@@ -20,6 +20,7 @@ import numpy as np
 
 from janus_jax.models.janus_flow import JanusFlowModel
 from janus_jax.models.llama import KVCache, causal_mask, positions_from_mask
+from janus_jax.processing import image as image_proc
 from janus_jax.sampling import progress
 
 SOLVERS = ("euler", "heun")
@@ -122,12 +123,12 @@ def _compiled(model: JanusFlowModel, num_steps: int, solver: str, shift: float, 
 
 @functools.lru_cache(maxsize=None)
 def compiled_decode_latents(model: JanusFlowModel):
-  """Jitted `decode(params, z float[B, h, w, C]) -> uint8[B, H, W, 3]` (VAE decode, clip to [-1, 1], to uint8)."""
+  """Jitted `decode(params, z float[B, h, w, C]) -> uint8[B, H, W, 3]` (VAE decode, clip to [-1, 1], to uint8 by
+  the mode's `pixel_rounding`)."""
 
   def run(params, z):
     images = model.apply({"params": params}, z, method=JanusFlowModel.decode_latents)
-    images = (jnp.clip(images.astype(jnp.float32), -1.0, 1.0) + 1.0) / 2.0 * 255.0
-    return jnp.round(images).astype(jnp.uint8)
+    return image_proc.to_uint8(images, model.cfg.mode.pixel_rounding, xp=jnp)
 
   return jax.jit(run)
 
