@@ -91,6 +91,21 @@ def janusflow_tiny() -> dict[str, Any]:
   )
 
 
+def janus_continuous_tiny() -> dict[str, Any]:
+  """A tiny ar_continuous model for tests (32 px understanding; 16 px generation: 8x8x4 latents, 2x2 patches, a 4x4
+  grid of 16-wide continuous tokens)."""
+  return dict(
+      llm=dict(vocab_size=1000, hidden_size=64, intermediate_size=128, num_layers=2, num_heads=4, num_kv_heads=4,
+               max_position_embeddings=256),
+      vision=dict(image_size=32, patch_size=8, width=64, depth=2, num_heads=4, mlp_dim=128),
+      aligner=dict(kind="mlp_gelu", input_dim=64, output_dim=64, depth=2),
+      vae=dict(block_out_channels=(16, 32), layers_per_block=1, norm_num_groups=8, scaling_factor=1.0),
+      cont=dict(patch_size=2, head_width=64, head_depth=2),
+      generation_mode="ar_continuous",
+      und_encoder="siglip",
+  )
+
+
 def compute_parts(model) -> tuple[str, ...]:
   """The model config sections whose `dtype` sets the compute dtype: the LLM and the generation mode's parts."""
   from janus_jax import modes  # pylint: disable=import-outside-toplevel

@@ -193,6 +193,19 @@ class RepaConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class ContinuousConfig:
+  """Generation mode `ar_continuous`: the LLM reads and predicts continuous tokens, `patch_size` x `patch_size`
+  patches of the KL-VAE latent in raster order (token width patch_size^2 * vae.latent_channels), each sampled by a
+  small flow head: `head_depth` residual MLP blocks of width `head_width` with AdaLN conditioned on the LLM hidden
+  state (through a Linear to `head_width`) and the flow time."""
+  patch_size: int = 2
+  head_width: int = 256
+  head_depth: int = 3
+  dtype: str = "float32"
+  param_dtype: str = "float32"
+
+
+@dataclasses.dataclass(frozen=True)
 class JanusConfig:
   """The unified Janus / Janus-Pro model (generation_mode `ar_vq`)."""
   llm: LlamaConfig = LlamaConfig()
@@ -202,12 +215,14 @@ class JanusConfig:
   gen_aligner: AlignerConfig = AlignerConfig(input_dim=8)
   gen_head: GenHeadConfig = GenHeadConfig()
   gen_embed_dim: int = 8  # Width of the separate `gen_embed` table (16384 x 8), not the VQ codebook.
-  # "ar_vq" (Janus / Janus-Pro: VQ tokens, image head) or "flow" (JanusFlow: rectified flow in KL-VAE latents).
-  # Flow mode uses `uvit`, `vae` and `repa`, and ignores `vq`, `gen_aligner`, `gen_head`, `gen_embed_dim`.
+  # `janus_jax.modes`: "ar_vq" (Janus / Janus-Pro: VQ tokens, image head), "flow" (JanusFlow: rectified flow in
+  # KL-VAE latents; uses `uvit`, `vae`, `repa`) or "ar_continuous" (continuous KL-VAE latent tokens with a per-token
+  # flow head; uses `vae`, `cont`). A mode ignores the other modes' sections (`mode.config_parts` lists its own).
   generation_mode: str = "ar_vq"
   uvit: UViTConfig = UViTConfig()
   vae: KLVAEConfig = KLVAEConfig()
   repa: RepaConfig = RepaConfig()
+  cont: ContinuousConfig = ContinuousConfig()
   # What understanding reads (`janus_jax.models.und_encoder`): "siglip" (the SigLIP ViT `vision_model`, Janus) or
   # "vq" (ar_vq only: the VQ tokenizer's quantized latents through `aligner`; no SigLIP params, one shared encoder).
   und_encoder: str = "siglip"
@@ -235,8 +250,8 @@ class JanusConfig:
 
   @property
   def latent_size(self) -> int:
-    """Flow mode: side of the VAE latent the flow model generates (48 for 384 px with SDXL-VAE)."""
-    return self.gen_grid * self.uvit.patch_size
+    """Modes generating KL-VAE latents: side of the latent (flow: 48 for 384 px with SDXL-VAE)."""
+    return self.mode.latent_size(self)
 
   @property
   def generated_image_size(self) -> int:
@@ -266,7 +281,7 @@ class JanusConfig:
     d = dict(d)
     sub = {"llm": LlamaConfig, "vision": SiglipConfig, "aligner": AlignerConfig, "vq": VQConfig,
            "gen_aligner": AlignerConfig, "gen_head": GenHeadConfig, "uvit": UViTConfig, "vae": KLVAEConfig,
-           "repa": RepaConfig}
+           "repa": RepaConfig, "cont": ContinuousConfig}
     kwargs = {}
     for k, v in d.items():
       if k in sub:
@@ -284,7 +299,7 @@ class JanusConfig:
     rep = lambda c: dataclasses.replace(c, **changes)
     return dataclasses.replace(self, llm=rep(self.llm), vision=rep(self.vision), aligner=rep(self.aligner),
                                vq=rep(self.vq), gen_aligner=rep(self.gen_aligner), gen_head=rep(self.gen_head),
-                               uvit=rep(self.uvit), vae=rep(self.vae), repa=rep(self.repa))
+                               uvit=rep(self.uvit), vae=rep(self.vae), repa=rep(self.repa), cont=rep(self.cont))
 
   def with_dtype(self, dtype: str) -> "JanusConfig":
     """A copy computing in `dtype` (params stay as configured)."""
@@ -292,4 +307,4 @@ class JanusConfig:
 
 
 __all__ = ["LlamaConfig", "SiglipConfig", "AlignerConfig", "VQConfig", "GenHeadConfig", "KLVAEConfig", "UViTConfig",
-           "RepaConfig", "JanusConfig", "_dtype"]
+           "RepaConfig", "ContinuousConfig", "JanusConfig", "_dtype"]

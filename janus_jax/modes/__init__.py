@@ -2,6 +2,7 @@
 
   ar_vq  Janus / Janus-Pro: VQ-16 image tokens predicted by the LLM's image head, sampled autoregressively with CFG
   flow   JanusFlow: rectified flow in KL-VAE latents, a ShallowUViT encoder / decoder around the LLM, REPA
+  ar_continuous  continuous KL-VAE latent tokens predicted autoregressively, each sampled by a small flow head
 
 Shared code asks the mode (`get(cfg.generation_mode)`, or `JanusConfig.mode`) for what differs: model class and
 params, image tokenizer, training objective, sampler and its defaults, checkpoint layout, stage trainable sets.
@@ -11,8 +12,9 @@ from __future__ import annotations
 from janus_jax.modes.base import GenerationMode, Objective
 from janus_jax.modes.ar_vq import ArVq
 from janus_jax.modes.flow import Flow
+from janus_jax.modes.ar_continuous import ArContinuous
 
-MODES: dict[str, GenerationMode] = {m.name: m for m in (ArVq(), Flow())}
+MODES: dict[str, GenerationMode] = {m.name: m for m in (ArVq(), Flow(), ArContinuous())}
 NAMES = tuple(MODES)
 
 

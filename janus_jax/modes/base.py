@@ -52,6 +52,7 @@ class GenerationMode:
   shown_metrics: tuple[str, ...] = ()  # the training metrics the console line shows
   pixel_rounding = "truncate"  # decoded images -> uint8 (`janus_jax.processing.image.to_uint8`)
   not_in_checkpoint: tuple[str, ...] = ()  # param modules the released checkpoints do not hold
+  train_section: str | None = None  # its `config.train.<section>` of objective settings (flow: 'flow')
 
   # --- model -----------------------------------------------------------------------------------------------
   def model_class(self):
@@ -68,6 +69,10 @@ class GenerationMode:
   def generated_image_size(self, cfg: "JanusConfig") -> int:
     """Side in pixels of a generated image."""
     raise NotImplementedError
+
+  def latent_size(self, cfg: "JanusConfig") -> int:
+    """Side of the KL-VAE latent the mode generates (modes that generate latents)."""
+    raise ValueError(f"generation_mode {self.name!r} generates no KL-VAE latents.")
 
   def problems(self, cfg: "JanusConfig") -> list[str]:
     """What in `cfg` this mode cannot build, each naming the field and the fix ([] when fine)."""

@@ -7,7 +7,8 @@ repa_projector (training only); the Linen class is `janus_jax.models.janus_flow.
 """
 from __future__ import annotations
 
-from janus_jax.modes.base import GenerationMode, Objective
+from janus_jax.modes.base import Objective
+from janus_jax.modes.kl_vae_tokenizer import KLVAETokenizer
 
 # JanusFlow stages (janus_models.md 5.3); the VAE (`vae/`) is always frozen.
 STAGES = {
@@ -22,11 +23,9 @@ STAGES = {
 }
 
 
-class Flow(GenerationMode):
+class Flow(KLVAETokenizer):
   name = "flow"
   family = "JanusFlow"
-  tokenizer_module = "vae"
-  tokenizer_section = "vae"
   config_parts = ("vision", "aligner", "uvit", "vae", "repa")
   und_boi_slot = True  # an understanding image fills 577 slots: the learned BOI embedding + 576 features
   und_encoders = ("siglip",)
@@ -35,7 +34,7 @@ class Flow(GenerationMode):
   sampling = dict(cfg_weight=2.0, num_steps=30, solver="euler", time_shift=1.0, parallel_size=5)
   sampler_options = ("num_steps", "solver", "time_shift", "prompt_cache", "noise")
   shown_metrics = ("loss", "loss_text", "loss_rf", "loss_repa", "lr")
-  pixel_rounding = "round"
+  train_section = "flow"
   # The REPA head (training only) and the VAE (a separate diffusers directory) are not in the released checkpoint.
   not_in_checkpoint = ("repa_projector", "vae")
 
@@ -43,8 +42,8 @@ class Flow(GenerationMode):
     from janus_jax.models.janus_flow import JanusFlowModel  # pylint: disable=import-outside-toplevel
     return JanusFlowModel
 
-  def generated_image_size(self, cfg):
-    return cfg.latent_size * cfg.vae.downsample
+  def latent_size(self, cfg):
+    return cfg.gen_grid * cfg.uvit.patch_size
 
   def generate(self, model, params, cfg, tokenizer, template, prompts, *, num_images, cfg_weight, seed, progress,
                mesh, rules, **options):
@@ -52,29 +51,6 @@ class Flow(GenerationMode):
     return t2i.generate_flow(model, params, cfg, tokenizer, template, prompts, num_images=num_images,
                              cfg_weight=cfg_weight, seed=seed, progress=progress, mesh=mesh, rules=rules,
                              **self._own_options(options))
-
-  def train_tokenizer(self, cfg, settings, train_images, eval_images, *, seed, workdir):
-    """The KL autoencoder; `report["scaling_factor"]` = 1 / latent std of the trained VAE (as SD VAEs are
-    calibrated), which the model then uses (`with_tokenizer_report`)."""
-    from janus_jax.train.vae_trainer import train_vae  # pylint: disable=import-outside-toplevel
-    v = settings
-    return train_vae(cfg.vae, train_images, eval_images, steps=v.steps, batch_size=v.batch_size, lr=v.lr,
-                     kl_weight=v.kl_weight, seed=seed, workdir=workdir, checkpoint_every=v.steps)
-
-  def with_tokenizer_report(self, cfg, report):
-    return self._with_scale(cfg, float(report["scaling_factor"]))
-
-  def with_tokenizer_of(self, cfg, stored):
-    return self._with_scale(cfg, stored.vae.scaling_factor)
-
-  @staticmethod
-  def _with_scale(cfg, scale: float):
-    import dataclasses  # pylint: disable=import-outside-toplevel
-    return dataclasses.replace(cfg, vae=dataclasses.replace(cfg.vae, scaling_factor=scale))
-
-  def tokenizer_summary(self, report):
-    return (f"psnr {report['psnr']:.2f} dB, latent std {1 / report['scaling_factor']:.3f} -> scaling_factor "
-            f"{report['scaling_factor']:.4f}")
 
   def consistency_problems(self, cfg):
     from janus_jax.checkpoint import janusflow_layout  # pylint: disable=import-outside-toplevel

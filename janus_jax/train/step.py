@@ -45,13 +45,15 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from janus_jax import modes
 from janus_jax import sharding as sharding_lib
 from janus_jax.models.configs import JanusConfig
 from janus_jax.train.batch import check_batch
 from janus_jax.train.state import TrainState, normalize_rules
 
 STEP_DEFAULTS = dict(grad_accum_steps=1, cfg_dropout=0.1, pad_id=None, max_text_tokens=None, max_image_tokens=None,
-                     flow=None)
+                     # the generation modes' objective settings (`train_section`: flow -> train.flow, ...)
+                     **{m.train_section: None for m in modes.MODES.values() if m.train_section})
 DATA_AXES = ("data", "fsdp")
 
 
