@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
+# Test processes (pytest-xdist; each test file runs in one of them, so module fixtures compile once). CI has 2 cores.
+TEST_WORKERS ?= 2
 
 .PHONY: install test demo bench bench-flow clean
 
@@ -14,9 +16,9 @@ $(VENV)/.installed: setup.py
 
 install: $(VENV)/.installed
 
-## Run the whole test suite (CPU, offline).
+## Run the whole test suite (CPU, offline), in TEST_WORKERS processes (TEST_WORKERS=0: one process).
 test: install
-	$(PY) -m pytest -q tests $(PYTEST_ARGS)
+	$(PY) -m pytest -q tests -n $(TEST_WORKERS) --dist loadfile --durations=20 $(PYTEST_ARGS)
 
 ## Run the main job on the embedded default data (prints where it wrote its outputs).
 ## GEN=flow runs the JanusFlow (rectified-flow) variant instead of the default AR-VQ Janus.
