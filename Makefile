@@ -21,11 +21,12 @@ test: install
 	$(PY) -m pytest -q tests -n $(TEST_WORKERS) --dist loadfile --durations=20 $(PYTEST_ARGS)
 
 ## Run the main job on the embedded default data (prints where it wrote its outputs).
-## GEN=flow runs the JanusFlow (rectified-flow) variant instead of the default AR-VQ Janus.
+## GEN=flow runs the JanusFlow (rectified-flow) variant instead of the default AR-VQ Janus; GEN=ar_continuous the
+## continuous-token mode (KL-VAE latent tokens, a per-token flow head).
 GEN ?= ar_vq
 demo: install
 	$(PY) -m janus_jax.main --config=experiments/shapes_demo.py:gen=$(GEN) \
-	  --workdir=$(or $(WORKDIR),workdir/demo$(if $(filter flow,$(GEN)),_flow,))
+	  --workdir=$(or $(WORKDIR),workdir/demo$(if $(filter-out ar_vq,$(GEN)),_$(GEN),))
 
 ## Benchmark JanusFlow sampling with and without the prompt KV cache.
 bench-flow: install

@@ -13,7 +13,8 @@ Claims (the config arg of the sweep picks one; variants x seeds 0, 1, 2):
   cfg         one Janus per seed, generation scored at guidance weights 1 (none), 2, 3, 5, 7 (eval.cfg_weights):
               classifier-free guidance improves prompt following.
   stages      the staged recipe (stage 1 -> 2 -> 3 trainable sets, `pre_stages`) vs one stage-3 run, same total steps.
-  modes       generation mode ar_vq (VQ tokens) vs flow (JanusFlow rectified flow) at an equal budget.
+  modes       generation mode ar_vq (VQ tokens) vs flow (JanusFlow rectified flow) vs ar_continuous (continuous
+              KL-VAE tokens with a per-token flow head) at an equal budget.
 `tokenizers` is the preparatory sweep: the demo's VQ and KL-VAE (500 steps on 8000 images each) for seeds 0, 1, 2
 (`--mode=vq` units). With `tokenizers=<that sweep's folder>` every claim unit takes the image tokenizer of its seed
 and mode from it (`image_tokenizer_from`) and initialises the rest of the model from its own seed; without it each
@@ -28,7 +29,9 @@ import os
 from janus_jax.configs import common
 
 CLAIMS = ("decoupling", "repa", "cfg", "stages", "modes")
-GENS = ("ar_vq", "flow")
+GENS = ("ar_vq", "flow")  # the image tokenizers: the VQ, and the KL-VAE (shared by flow and ar_continuous)
+# The generation modes of the `modes` claim, and the `tokenizers` unit (GENS entry) each takes its tokenizer from.
+MODES = {"ar_vq": "ar_vq", "flow": "flow", "ar_continuous": "flow"}
 SEEDS = (0, 1, 2)
 STEPS = 600
 CFG_WEIGHTS = (1.0, 2.0, 3.0, 5.0, 7.0)
@@ -68,8 +71,8 @@ def _parse(arg):
 
 
 def tokenizer_unit(gen: str, seed: int) -> int:
-  """The index of the `tokenizers` unit holding the image tokenizer of (gen, seed)."""
-  return GENS.index(gen) * len(SEEDS) + SEEDS.index(seed)
+  """The index of the `tokenizers` unit holding the image tokenizer of (generation mode, seed)."""
+  return GENS.index(MODES[gen]) * len(SEEDS) + SEEDS.index(seed)
 
 
 def get_hyper(h, arg=None):
@@ -97,7 +100,7 @@ def get_hyper(h, arg=None):
                  {"config.pre_stages": tuple(dict(stage=k, steps=v) for k, v in steps.items()),
                   "config.train.num_steps": rest})]
   else:  # modes
-    variants = [("ar_vq", "ar_vq", {}), ("flow", "flow", {})]
+    variants = [(gen, gen, {}) for gen in MODES]
   units = []
   for label, gen, overrides in variants:
     for s in seeds:

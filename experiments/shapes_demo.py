@@ -3,8 +3,9 @@ r"""The main job on the embedded default (`make demo`): Shapes -> VQ tokenizer -
   python -m janus_jax.main --config=experiments/shapes_demo.py --workdir=workdir/demo --mode=all
   python -m janus_jax.main --config=experiments/shapes_demo.py:gen=flow --workdir=workdir/demo_flow   (JanusFlow)
   arg: fast (a tiny smoke run for tests/CI), data_config (janus_shapes builder config, default "default"),
-       gen=ar_vq|flow (the generation mode; flow trains a KL-VAE instead of the VQ and a JanusFlow model with the
-       same LLM, SigLIP, data, steps and batch, so the two modes are compared at an equal training budget).
+       gen=ar_vq|flow|ar_continuous (the generation mode; flow and ar_continuous train a KL-VAE instead of the VQ,
+       then a JanusFlow model / a continuous-token Janus with the same LLM, SigLIP, data, steps and batch, so the
+       modes are compared at an equal training budget).
 
 Budget: <= 15 minutes on 2 CPU cores after installation. Everything trains from scratch: the VQ tokenizer first
 (reconstruction + codebook + commitment losses), then every Janus part except the VQ (stage-III-style trainable
@@ -22,10 +23,11 @@ SAMPLE_PROMPTS = ["a red circle", "two blue squares", "a green triangle left of 
 
 def get_config(arg=None):
   arg = common.parse_arg(arg, fast=False, data_config="default", gen="ar_vq", pack=True)
-  if arg.gen not in ("ar_vq", "flow"):
-    raise ValueError(f"shapes_demo: gen={arg.gen!r}; valid: ar_vq, flow.")
+  if arg.gen not in ("ar_vq", "flow", "ar_continuous"):
+    raise ValueError(f"shapes_demo: gen={arg.gen!r}; valid: ar_vq, flow, ar_continuous.")
   fast = arg.fast
   flow = arg.gen == "flow"
+  continuous = arg.gen == "ar_continuous"
   c = ml_collections.ConfigDict()
   c.mode = "all"
   c.seed = 0
@@ -74,7 +76,16 @@ def get_config(arg=None):
         uvit=dict(channels=width, hidden_size=hidden, layers_in_middle=2),
         repa=dict(layer=2 if not fast else 1, hidden_dim=hidden, output_dim=c.model.vision.width, depth=3),
         generation_mode="flow", und_encoder="siglip")
+  if flow or continuous:
     c.vae = dict(steps=4 if fast else 500, batch_size=32, lr=2e-3, num_images=64 if fast else 8000, kl_weight=1e-6)
+  if continuous:
+    # 32 px -> 8x8x4 latents (the flow demo's VAE) -> 2x2 patches -> 16 continuous tokens of width 16.
+    c.model = dict(
+        llm=c.model.llm.to_dict(), vision=c.model.vision.to_dict(), aligner=c.model.aligner.to_dict(),
+        vae=dict(block_out_channels=(32, 64, 64), layers_per_block=1, norm_num_groups=8, latent_channels=4,
+                 scaling_factor=1.0),
+        cont=dict(patch_size=2, head_width=64 if fast else 128, head_depth=2 if fast else 3),
+        generation_mode="ar_continuous", und_encoder="siglip")
 
   # The drill stage, before the mixture (main.drill_step; off when steps=0): the LLM alone learns on text rows to
   # pick the option letter of an answer it is given (the multiple-choice lookup), at a rate low enough for that
@@ -98,6 +109,8 @@ def get_config(arg=None):
       sample_cfg_weight=ml_collections.config_dict.placeholder(float)))  # None: the mode's default (5 ar_vq, 2 flow)
   if flow:
     c.train.flow = dict(t_location=0.0, t_scale=1.0, rf_weight=1.0, repa_weight=1.0, sample_posterior=False)
+  if continuous:
+    c.train.continuous = dict(t_location=0.0, t_scale=1.0, rf_weight=1.0, t_samples=4, sample_posterior=False)
   c.train.num_steps = steps
   c.input = ml_collections.ConfigDict(dict(
       batch_size=8 if fast else 32, seq_len=96, mixture=dict(und=1.5, text=0.1, t2i=1.0), system_prompt="",

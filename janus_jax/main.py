@@ -130,9 +130,10 @@ def check_image_tokenizer_from(source: str, cfg) -> None:
     raise ConfigError(f"image_tokenizer_from={source}: {src} is not a janus_jax checkpoint (no janus_config.json / "
                       f"params). {fix}")
   stored = store.load_config(src)
-  if stored.generation_mode != cfg.generation_mode:
-    raise ConfigError(f"image_tokenizer_from={source} is a {stored.generation_mode!r} model; this run generates with "
-                      f"{cfg.generation_mode!r}. {fix}")
+  if stored.mode.tokenizer_section != cfg.mode.tokenizer_section:
+    raise ConfigError(f"image_tokenizer_from={source} is a {stored.generation_mode!r} model (image tokenizer "
+                      f"{stored.mode.tokenizer_section!r}); this run generates with {cfg.generation_mode!r}, whose "
+                      f"image tokenizer is {cfg.mode.tokenizer_section!r}. {fix}")
   _, part = _tokenizer_part(cfg)
   a, b = dataclasses.asdict(getattr(stored, part)), dataclasses.asdict(getattr(cfg, part))
   from janus_jax.train.inputs import RUN_SETTINGS  # pylint: disable=import-outside-toplevel

@@ -15,7 +15,7 @@ CLAIMS = {  # claim -> the variants it compares
     "cfg": [""],  # one trained model per seed; the report splits it by guidance weight
     "tokenizers": ["ar_vq", "flow"],
     "stages": ["one stage (600 steps)", "staged 1->2->3 (100+200+300 steps)"],
-    "modes": ["ar_vq", "flow"],
+    "modes": ["ar_vq", "flow", "ar_continuous"],
 }
 
 
@@ -49,9 +49,11 @@ def test_claim_units_change_what_they_name():
   assert repa.model.generation_mode == no_repa.model.generation_mode == "flow"
   one, staged = configs("stages")
   assert one.train.num_steps == staged.train.num_steps + sum(s["steps"] for s in staged.pre_stages) == 600
-  ar, flow = configs("modes")
-  assert (ar.model.generation_mode, flow.model.generation_mode) == ("ar_vq", "flow")
-  assert (ar.train.num_steps, ar.input.batch_size) == (flow.train.num_steps, flow.input.batch_size)
+  ar, flow, cont = configs("modes")
+  assert (ar.model.generation_mode, flow.model.generation_mode, cont.model.generation_mode) == (
+      "ar_vq", "flow", "ar_continuous")
+  assert (ar.train.num_steps, ar.input.batch_size) == (flow.train.num_steps, flow.input.batch_size) == (
+      cont.train.num_steps, cont.input.batch_size)
   (cfg,) = configs("cfg")
   assert tuple(cfg.eval.cfg_weights) == (1.0, 2.0, 3.0, 5.0, 7.0)
 
@@ -102,7 +104,8 @@ def test_image_tokenizer_from_reuses_the_tokenizer_and_inits_the_rest_from_the_s
                                                       jax.tree.leaves(c["gen_vision_model"])))
   flow = load_config("experiments/shapes_demo.py:fast,gen=flow")
   flow.image_tokenizer_from = second.image_tokenizer_from
-  with pytest.raises(ConfigError, match=r"is a 'ar_vq' model; this run generates with 'flow'"):
+  with pytest.raises(ConfigError,
+                     match=r"is a 'ar_vq' model \(image tokenizer 'vq'\); this run generates with 'flow'"):
     main.run_all(flow, str(tmp_path / "flow"), mode="vq")
 
 
