@@ -125,7 +125,7 @@ class JanusPipeline:
                temperature: float | None = None, top_k: int | None = None, top_p: float | None = None,
                greedy: bool = False, seed: int = 0, progress: bool = False, num_steps: int | None = None,
                solver: str | None = None, time_shift: float | None = None, prompt_cache: bool = True,
-               noise: np.ndarray | None = None) -> GenerationResult:
+               noise: np.ndarray | None = None, preview_every: int = 0, on_preview=None) -> GenerationResult:
     """Text-to-image with classifier-free guidance; deterministic for a given seed.
 
     Every prompt needs text (unconditional generation: cfg_weight=0); cfg_weight >= 0 (1 = no guidance). None takes
@@ -136,12 +136,16 @@ class JanusPipeline:
     flow (JanusFlow): weight 2, `num_steps` (30) ODE steps of `solver` ('euler' official, 'heun') on a
     `time_shift`-warped grid, prompt KV cache reused across steps (`prompt_cache=False`: recompute, official);
     `noise` float32[len(prompts) * num_images, h, w, C] gives the initial latent z0 explicitly (else from seed).
+    Streaming previews: `preview_every=k > 0` calls `on_preview(step, uint8[N, H, W, 3])` while sampling with the
+    partial image every k steps of the mode's loop (ar_vq / ar_continuous: tokens, the unsampled ones grey; flow:
+    ODE steps, the decoded clean-image estimate z_t + (1 - t) v), then once with the returned images. Without it
+    the sampler is the same compiled program as before.
     """
     return text_to_image.generate(
         self.model, self.params, self.cfg, self.tokenizer, self.template, prompts, num_images=num_images,
         cfg_weight=cfg_weight, temperature=temperature, top_k=top_k, top_p=top_p, greedy=greedy, seed=seed,
         progress=progress, num_steps=num_steps, solver=solver, time_shift=time_shift, prompt_cache=prompt_cache,
-        noise=noise, **self._where())
+        noise=noise, preview_every=preview_every, on_preview=on_preview, **self._where())
 
   # --- VQ tokenizer -----------------------------------------------------------------------------------------
   @property

@@ -59,15 +59,23 @@ def _eval(args) -> int:
 def _generate(args) -> int:
   from PIL import Image
   import janus_jax
+  if bool(args.preview_every) != bool(args.preview_out):
+    raise ValueError("--preview-every K and --preview-out DIR go together: the frames are written to DIR.")
   pipe = janus_jax.load(args.checkpoint, dtype=args.dtype)
   noise = None
   if args.noise:
     with paths.resolve(args.noise).open("rb") as f:
       noise = np.load(f)
+  frames = []
   out = pipe.generate(args.prompt, num_images=args.num_images, cfg_weight=args.cfg_weight,
                       temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, greedy=args.greedy,
                       seed=args.seed, progress=not args.quiet, num_steps=args.num_steps, solver=args.solver,
-                      time_shift=args.time_shift, prompt_cache=not args.no_prompt_cache, noise=noise)
+                      time_shift=args.time_shift, prompt_cache=not args.no_prompt_cache, noise=noise,
+                      preview_every=args.preview_every or 0,
+                      on_preview=(lambda step, x: frames.append((step, image_grid(x)))) if args.preview_every else None)
+  if frames:
+    write_preview_frames(frames, paths.resolve(args.preview_out))
+    print(f"wrote {len(frames)} preview frame(s) and preview.gif to {args.preview_out}")
   out_dir = paths.resolve(args.out)
   out_dir.mkdir(parents=True, exist_ok=True)
   images = [(f"image_{i:03d}.png", img) for i, img in enumerate(out.images)]
@@ -82,6 +90,18 @@ def _generate(args) -> int:
       np.save(f, out.tokens if out.tokens is not None else out.latents)
   print(f"wrote {len(images)} image(s) and grid.png to {args.out}")
   return 0
+
+
+def write_preview_frames(frames, out_dir) -> None:
+  """[(step, uint8 grid)] -> out_dir/frame_<step>.png each, and out_dir/preview.gif (the frames in order)."""
+  from PIL import Image  # pylint: disable=import-outside-toplevel
+  out_dir.mkdir(parents=True, exist_ok=True)
+  pictures = [Image.fromarray(grid) for _, grid in frames]
+  for (step, _), picture in zip(frames, pictures):
+    with (out_dir / f"frame_{step:05d}.png").open("wb") as f:
+      picture.save(f, format="PNG")
+  with (out_dir / "preview.gif").open("wb") as f:
+    pictures[0].save(f, format="GIF", save_all=True, append_images=pictures[1:], duration=120, loop=0)
 
 
 def _report(args) -> int:
@@ -134,6 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
   g.add_argument("--no-prompt-cache", action="store_true", help="JanusFlow: recompute the prompt every step")
   g.add_argument("--noise", default=None, help="JanusFlow: .npy float32[N, h, w, C] initial latents z0")
   g.add_argument("--dtype", default=None, choices=["float32", "bfloat16"])
+  g.add_argument("--preview-every", type=int, default=0, help="stream a partial image every K tokens / ODE steps")
+  g.add_argument("--preview-out", default=None, help="with --preview-every: write frame_<step>.png and preview.gif here")
   g.add_argument("--quiet", action="store_true")
   g.set_defaults(fn=_generate)
 

@@ -73,12 +73,12 @@ class ArContinuous(KLVAETokenizer):
                      check_trainable=check_trainable)
 
   def generate(self, model, params, cfg, tokenizer, template, prompts, *, num_images, cfg_weight, seed, progress,
-               mesh, rules, **options):
+               mesh, rules, preview_every=0, on_preview=None, **options):
     import jax  # pylint: disable=import-outside-toplevel
     import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
     import numpy as np  # pylint: disable=import-outside-toplevel
     from janus_jax.sampling import continuous_image as ci  # pylint: disable=import-outside-toplevel
-    from janus_jax.sampling import progress as progress_lib  # pylint: disable=import-outside-toplevel
+    from janus_jax.sampling import previews  # pylint: disable=import-outside-toplevel
     from janus_jax.sampling import text_to_image as t2i  # pylint: disable=import-outside-toplevel
     own = self._own_options(options)
     cfg_weight = self.sampling_default("cfg_weight", cfg_weight)
@@ -89,17 +89,17 @@ class ArContinuous(KLVAETokenizer):
       raise ValueError(f"ar_continuous needs num_steps >= 1 and temperature > 0, got {num_steps}, {temperature}.")
     ids, valid, rows = t2i.generation_inputs(cfg, tokenizer, template, prompts, num_images)
     n = cfg.num_image_tokens
+    preview_every = previews.check_preview_args(preview_every, on_preview, n)
     run = ci.compiled_continuous_generate(model, num_steps=num_steps, progress_every=max(n // 16, 1) if progress
-                                          else 0)
+                                          else 0, preview_every=preview_every)
     args = (params, jnp.asarray(ids), jnp.asarray(valid), jax.random.PRNGKey(seed), jnp.float32(cfg_weight),
             jnp.float32(temperature))
     with t2i.context(mesh, rules):
-      if progress:
-        with progress_lib.reporting(n, f"generating {len(rows)} image(s)"):
-          tokens = run(*args)
-      else:
+      with t2i.sampling_hooks(progress, n, len(rows), on_preview if preview_every else None):
         tokens = run(*args)
       images = np.asarray(ci.compiled_decode_tokens(model)(params, tokens))
+    if preview_every:
+      previews.final_frame(on_preview, n, images)
     return t2i.GenerationResult(images=images, tokens=None, prompts=rows, latents=np.asarray(tokens))
 
   # The official layouts have no continuous-token model: its checkpoints are janus_jax's own.

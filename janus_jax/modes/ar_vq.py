@@ -44,12 +44,16 @@ class ArVq(GenerationMode):
     return cfg.gen_grid * cfg.vq.downsample
 
   def generate(self, model, params, cfg, tokenizer, template, prompts, *, num_images, cfg_weight, seed, progress,
-               mesh, rules, **options):
+               mesh, rules, preview_every=0, on_preview=None, **options):
+    from janus_jax.sampling import previews  # pylint: disable=import-outside-toplevel
     from janus_jax.sampling import text_to_image as t2i  # pylint: disable=import-outside-toplevel
     tokens, rows = t2i.generate_tokens(model, params, cfg, tokenizer, template, prompts, num_images=num_images,
                                        cfg_weight=cfg_weight, seed=seed, progress=progress, mesh=mesh, rules=rules,
+                                       preview_every=preview_every, on_preview=on_preview,
                                        **self._own_options(options))
     images = t2i.decode_tokens(model, params, cfg, tokens, mesh=mesh, rules=rules)
+    if preview_every:
+      previews.final_frame(on_preview, cfg.num_image_tokens, images)
     return t2i.GenerationResult(images=images, tokens=tokens, prompts=rows)
 
   def train_tokenizer(self, cfg, settings, train_images, eval_images, *, seed, workdir):

@@ -145,9 +145,12 @@ class GenerationMode:
 
   # --- sampling --------------------------------------------------------------------------------------------
   def generate(self, model, params, cfg: "JanusConfig", tokenizer, template: str, prompts, *, num_images: int,
-               cfg_weight: float | None, seed: int, progress: bool, mesh, rules, **options):
+               cfg_weight: float | None, seed: int, progress: bool, mesh, rules, preview_every: int = 0,
+               on_preview=None, **options):
     """Text-to-image -> `janus_jax.sampling.text_to_image.GenerationResult`. `options`: this mode's
-    `sampler_options` (None: its default); other modes' options are ignored, unknown names raise TypeError."""
+    `sampler_options` (None: its default); other modes' options are ignored, unknown names raise TypeError.
+    `preview_every=k > 0`: `on_preview(step, uint8[N, H, W, 3])` gets the mode's partial image every k steps of its
+    loop and, last, the returned images (`janus_jax.sampling.previews`)."""
     raise NotImplementedError
 
   def _own_options(self, options: Mapping[str, Any]) -> dict[str, Any]:

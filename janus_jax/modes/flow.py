@@ -46,11 +46,11 @@ class Flow(KLVAETokenizer):
     return cfg.gen_grid * cfg.uvit.patch_size
 
   def generate(self, model, params, cfg, tokenizer, template, prompts, *, num_images, cfg_weight, seed, progress,
-               mesh, rules, **options):
+               mesh, rules, preview_every=0, on_preview=None, **options):
     from janus_jax.sampling import text_to_image as t2i  # pylint: disable=import-outside-toplevel
     return t2i.generate_flow(model, params, cfg, tokenizer, template, prompts, num_images=num_images,
                              cfg_weight=cfg_weight, seed=seed, progress=progress, mesh=mesh, rules=rules,
-                             **self._own_options(options))
+                             preview_every=preview_every, on_preview=on_preview, **self._own_options(options))
 
   def consistency_problems(self, cfg):
     from janus_jax.checkpoint import janusflow_layout  # pylint: disable=import-outside-toplevel

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 from janus_jax.models.janus import JanusModel
 from janus_jax.models.llama import KVCache, causal_mask, positions_from_mask
 from janus_jax.processing import image as image_proc
-from janus_jax.sampling import progress
+from janus_jax.sampling import previews, progress
 from janus_jax.sampling.sample import cfg_combine, sample_next
 
 PHASES = 4  # Default number of KV-cache growth phases in the image loop (see `compiled_generate`).
@@ -28,7 +28,7 @@ def cache_phases(n_tokens: int, phases: int) -> list[int]:
 
 
 def compiled_generate(model: JanusModel, *, greedy: bool, top_k: int = 0, progress_every: int = 0,
-                      phases: int = PHASES):
+                      phases: int = PHASES, preview_every: int = 0):
   """Returns a jitted `generate(params, ids, valid, rng, cfg_weight, temperature, top_p) -> int32[P, N]`.
 
   Args of the returned function:
@@ -38,21 +38,40 @@ def compiled_generate(model: JanusModel, *, greedy: bool, top_k: int = 0, progre
     rng: PRNG key (unused when greedy).
     cfg_weight, temperature, top_p: float scalars (traced: changing them does not recompile).
   Returns int32[P, num_image_tokens] raster-order VQ codes.
-  Cached per (model, greedy, top_k, progress_every, phases), so repeated calls with the same shapes reuse one
-  executable. `progress_every > 0` reports the step to `progress.reporting` bars every that many tokens.
+  Cached per (model, greedy, top_k, progress_every, phases, preview_every), so repeated calls with the same shapes
+  reuse one executable. `progress_every > 0` reports the step to `progress.reporting` bars every that many tokens;
+  `preview_every > 0` sends every that many tokens (and at the end) the partial grid decoded, positions not yet
+  sampled shown neutral grey, to `previews.previewing` (`partial_images`).
 
   The KV cache grows in `phases` steps: during phase k it holds T + e_k slots (padded once between phases), so
   early tokens attend over a short array instead of all T + N slots. Decode is memory-bound; this cuts the
   cache bytes read per step by ~1/3 with 4 phases, at the price of compiling one loop body per phase. Exact:
   the extra slots are masked either way.
   """
-  return _compiled_generate(model, bool(greedy), int(top_k), int(progress_every), int(phases))
+  return _compiled_generate(model, bool(greedy), int(top_k), int(progress_every), int(phases), int(preview_every))
+
+
+def block_mask(cfg, count, patch_pixels: int) -> jax.Array:
+  """bool[H, W]: True on the pixel blocks of the first `count` tokens of the raster-order grid (traced count)."""
+  g = cfg.gen_grid
+  done = (jnp.arange(g * g) < count).reshape(g, g)
+  return jnp.repeat(jnp.repeat(done, patch_pixels, axis=0), patch_pixels, axis=1)
+
+
+def partial_images(images: jax.Array, mask: jax.Array, rounding: str) -> jax.Array:
+  """float[P, H, W, 3] decoded images -> uint8 frames with the pixels outside `mask` bool[H, W] neutral grey."""
+  return image_proc.to_uint8(jnp.where(mask[None, :, :, None], images, 0.0), rounding, xp=jnp)
 
 
 @functools.lru_cache(maxsize=None)
-def _compiled_generate(model: JanusModel, greedy: bool, top_k: int, progress_every: int, phases: int):
+def _compiled_generate(model: JanusModel, greedy: bool, top_k: int, progress_every: int, phases: int,
+                       preview_every: int = 0):
   cfg = model.cfg
   n_tokens = cfg.num_image_tokens
+
+  def frame(params, codes, count):
+    images = model.apply({"params": params}, codes, method=JanusModel.decode_image_tokens)
+    return partial_images(images, block_mask(cfg, count, cfg.vq.downsample), cfg.mode.pixel_rounding)
 
   def run(params, ids, valid, rng, cfg_weight, temperature, top_p):
     apply = lambda method, *a: model.apply({"params": params}, *a, method=method)
@@ -73,6 +92,7 @@ def _compiled_generate(model: JanusModel, greedy: bool, top_k: int, progress_eve
                          top_k=top_k, top_p=top_p)
 
     codes = jnp.zeros((p, n_tokens), jnp.int32).at[:, 0].set(pick(hidden[:, -1], 0))
+    previews.maybe_emit(1, preview_every, lambda: frame(params, codes, 1), total=n_tokens)
 
     def make_step(slots_valid):
       def step(i, carry):
@@ -84,7 +104,9 @@ def _compiled_generate(model: JanusModel, greedy: bool, top_k: int, progress_eve
                               causal_mask(slots_valid, 1, slot), cache, slot)
         tok = pick(hidden[:, 0], i)
         progress.maybe_tick(i + 1, progress_every)
-        return jax.lax.dynamic_update_slice_in_dim(codes, tok[:, None], i, axis=1), cache
+        codes = jax.lax.dynamic_update_slice_in_dim(codes, tok[:, None], i, axis=1)
+        previews.maybe_emit(i + 1, preview_every, lambda: frame(params, codes, i + 1), total=n_tokens)
+        return codes, cache
       return step
 
     for k in range(1, len(bounds)):

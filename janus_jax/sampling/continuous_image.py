@@ -16,7 +16,8 @@ import jax.numpy as jnp
 from janus_jax.models.janus_continuous import JanusContinuousModel, token_dim
 from janus_jax.models.llama import KVCache, causal_mask, positions_from_mask
 from janus_jax.processing import image as image_proc
-from janus_jax.sampling import progress
+from janus_jax.sampling import previews, progress
+from janus_jax.sampling.ar_image import block_mask, partial_images
 from janus_jax.sampling.sample import cfg_combine
 
 
@@ -34,13 +35,29 @@ def euler_token(velocity, cond: jax.Array, noise: jax.Array, cfg_weight, num_ste
   return jax.lax.fori_loop(0, num_steps, step, noise.astype(jnp.float32))
 
 
+def decode_to_uint8(model: JanusContinuousModel, params, tokens: jax.Array, count=None) -> jax.Array:
+  """tokens float[B, N, P] -> uint8[B, H, W, 3] (VAE decode, the mode's uint8 rule); with `count`, the pixel
+  blocks of tokens >= count (not sampled yet) are neutral grey."""
+  cfg = model.cfg
+  if count is not None:
+    tokens = jnp.where((jnp.arange(tokens.shape[1]) < count)[None, :, None], tokens, 0.0)
+  images = model.apply({"params": params}, tokens, method=JanusContinuousModel.decode_tokens)
+  if count is None:
+    return image_proc.to_uint8(images, cfg.mode.pixel_rounding, xp=jnp)
+  mask = block_mask(cfg, count, cfg.cont.patch_size * cfg.vae.downsample)
+  return partial_images(images, mask, cfg.mode.pixel_rounding)
+
+
 @functools.lru_cache(maxsize=None)
-def compiled_continuous_generate(model: JanusContinuousModel, *, num_steps: int, progress_every: int = 0):
+def compiled_continuous_generate(model: JanusContinuousModel, *, num_steps: int, progress_every: int = 0,
+                                 preview_every: int = 0):
   """Jitted `generate(params, ids, valid, rng, cfg_weight, temperature) -> float32[P, N, token_dim]` tokens.
 
   ids int32[2P, T] / valid bool[2P, T]: prompt rows ending in `<begin_of_image>`, conditional rows first, then their
   unconditional twins (left padded); cfg_weight, temperature: float scalars (traced: changing them does not
-  recompile). Cached per (model, num_steps, progress_every): same shapes reuse one executable.
+  recompile). Cached per (model, num_steps, progress_every, preview_every): same shapes reuse one executable.
+  `preview_every=k > 0` sends every k tokens before the last the partial latent grid decoded (tokens not sampled yet
+  neutral grey) to `previews.previewing`.
   """
   cfg = model.cfg
   n, dim = cfg.num_image_tokens, token_dim(cfg)
@@ -65,6 +82,7 @@ def compiled_continuous_generate(model: JanusContinuousModel, *, num_steps: int,
       return euler_token(velocity, cond, noise, cfg_weight, num_steps)
 
     tokens = jnp.zeros((p, n, dim), jnp.float32).at[:, 0].set(sample(hidden[:, -1], 0))
+    previews.maybe_emit(1, preview_every, lambda: decode_to_uint8(model, params, tokens, 1), n)
 
     def step(i, carry):
       tokens, cache = carry
@@ -75,7 +93,9 @@ def compiled_continuous_generate(model: JanusContinuousModel, *, num_steps: int,
                             slot)
       tok = sample(hidden[:, 0], i)
       progress.maybe_tick(i + 1, progress_every)
-      return jax.lax.dynamic_update_slice_in_dim(tokens, tok[:, None], i, axis=1), cache
+      tokens = jax.lax.dynamic_update_slice_in_dim(tokens, tok[:, None], i, axis=1)
+      previews.maybe_emit(i + 1, preview_every, lambda: decode_to_uint8(model, params, tokens, i + 1), n)
+      return tokens, cache
 
     tokens, _ = jax.lax.fori_loop(1, n, step, (tokens, cache))
     return tokens
@@ -88,10 +108,9 @@ def compiled_decode_tokens(model: JanusContinuousModel):
   """Jitted `decode(params, tokens float[B, N, P]) -> uint8[B, H, W, 3]` (VAE decode, the mode's uint8 rule)."""
 
   def run(params, tokens):
-    images = model.apply({"params": params}, tokens, method=JanusContinuousModel.decode_tokens)
-    return image_proc.to_uint8(images, model.cfg.mode.pixel_rounding, xp=jnp)
+    return decode_to_uint8(model, params, tokens)
 
   return jax.jit(run)
 
 
-__all__ = ["euler_token", "compiled_continuous_generate", "compiled_decode_tokens"]
+__all__ = ["euler_token", "decode_to_uint8", "compiled_continuous_generate", "compiled_decode_tokens"]

@@ -21,7 +21,7 @@ import numpy as np
 from janus_jax.models.janus_flow import JanusFlowModel
 from janus_jax.models.llama import KVCache, causal_mask, positions_from_mask
 from janus_jax.processing import image as image_proc
-from janus_jax.sampling import progress
+from janus_jax.sampling import previews, progress
 
 SOLVERS = ("euler", "heun")
 
@@ -50,7 +50,8 @@ def unconditional_rows(ids: jax.Array, valid: jax.Array, pad_id: int) -> tuple[j
 
 
 def compiled_flow_generate(model: JanusFlowModel, *, num_steps: int = 30, solver: str = "euler",
-                           shift: float = 1.0, prompt_cache: bool = True, progress_every: int = 0):
+                           shift: float = 1.0, prompt_cache: bool = True, progress_every: int = 0,
+                           preview_every: int = 0):
   """Returns jitted `generate(params, ids, valid, z0, cfg_weight, pad_id) -> float32[P, h, w, C]` latents.
 
   Args of the returned function:
@@ -58,16 +59,25 @@ def compiled_flow_generate(model: JanusFlowModel, *, num_steps: int = 30, solver
       the time embedding takes; valid: bool[P, T].
     z0: float32[P, h, w, C] initial noise (scaled latent space); cfg_weight: float scalar (traced).
     pad_id: int32 scalar, the id of the unconditional rows' pads (masked out anyway).
-  Cached per (model, num_steps, solver, shift, prompt_cache, progress_every).
+  Cached per (model, num_steps, solver, shift, prompt_cache, progress_every, preview_every). `preview_every=k > 0`
+  sends every k steps before the last the decoded clean-image estimate x̂ = z_t + (1 - t) v to
+  `previews.previewing`.
   """
   if solver not in SOLVERS:
     raise ValueError(f"Unknown solver {solver!r}; valid: {SOLVERS}.")
-  return _compiled(model, int(num_steps), solver, float(shift), bool(prompt_cache), int(progress_every))
+  return _compiled(model, int(num_steps), solver, float(shift), bool(prompt_cache), int(progress_every),
+                   int(preview_every))
+
+
+def decode_to_uint8(model: JanusFlowModel, params, z: jax.Array) -> jax.Array:
+  """Scaled latents float[B, h, w, C] -> uint8[B, H, W, 3] (VAE decode, the mode's uint8 rule)."""
+  images = model.apply({"params": params}, z, method=JanusFlowModel.decode_latents)
+  return image_proc.to_uint8(images, model.cfg.mode.pixel_rounding, xp=jnp)
 
 
 @functools.lru_cache(maxsize=None)
 def _compiled(model: JanusFlowModel, num_steps: int, solver: str, shift: float, prompt_cache: bool,
-              progress_every: int):
+              progress_every: int, preview_every: int = 0):
   cfg = model.cfg
   n = cfg.num_image_tokens
   grid = jnp.asarray(time_grid(num_steps, shift))
@@ -113,7 +123,10 @@ def _compiled(model: JanusFlowModel, num_steps: int, solver: str, shift: float, 
         v2, cache = velocity(z + (t1 - t0) * v, t1, cache)
         v = 0.5 * (v + v2)
       progress.maybe_tick(k + 1, progress_every)
-      return z + (t1 - t0) * v, cache
+      z_next = z + (t1 - t0) * v
+      previews.maybe_emit(k + 1, preview_every, lambda: decode_to_uint8(model, params, z_next + (1.0 - t1) * v),
+                          num_steps)
+      return z_next, cache
 
     z, _ = jax.lax.fori_loop(0, num_steps, step, (z0.astype(jnp.float32), cache))
     return z
@@ -127,8 +140,7 @@ def compiled_decode_latents(model: JanusFlowModel):
   the mode's `pixel_rounding`)."""
 
   def run(params, z):
-    images = model.apply({"params": params}, z, method=JanusFlowModel.decode_latents)
-    return image_proc.to_uint8(images, model.cfg.mode.pixel_rounding, xp=jnp)
+    return decode_to_uint8(model, params, z)
 
   return jax.jit(run)
 

@@ -25,6 +25,7 @@ from janus_jax.models.janus import model_class
 from janus_jax.processing import chat
 from janus_jax.processing.tokenizer import Tokenizer
 from janus_jax.sampling import flow_image
+from janus_jax.sampling import previews
 from janus_jax.sampling import progress as progress_lib
 from janus_jax.sampling.ar_image import compiled_decode, compiled_generate
 
@@ -107,11 +108,14 @@ def generate_tokens(model, params, cfg: JanusConfig, tokenizer: Tokenizer, templ
                     prompts: Sequence[str] | str, *, num_images: int = 1, cfg_weight: float | None = None,
                     temperature: float | None = None, top_k: int | None = None, top_p: float | None = None,
                     greedy: bool = False, seed: int = 0, progress: bool = False, mesh=None,
-                    rules=sharding.DEFAULT_RULES) -> tuple[np.ndarray, list[str]]:
+                    rules=sharding.DEFAULT_RULES, preview_every: int = 0, on_preview=None
+                    ) -> tuple[np.ndarray, list[str]]:
   """AR image tokens int32[len(prompts) * num_images, num_image_tokens] and the prompt of each row.
 
   `model`/`params` in the decoding layout (`param_layout.for_decoding`); None arguments take the mode's defaults
-  (`cfg.mode.sampling`); `progress=True` shows a tqdm bar fed from inside the compiled loop (a separate executable).
+  (`cfg.mode.sampling`); `progress=True` shows a tqdm bar fed from inside the compiled loop (a separate executable);
+  `preview_every=k > 0` sends `on_preview(step, uint8[P, H, W, 3])` the partial grid every k tokens before the last
+  (`previews`; the caller delivers the final image).
   """
   default = cfg.mode.sampling_default
   cfg_weight, temperature = default("cfg_weight", cfg_weight), default("temperature", temperature)
@@ -120,15 +124,25 @@ def generate_tokens(model, params, cfg: JanusConfig, tokenizer: Tokenizer, templ
   check_sampling_args(greedy=greedy, temperature=temperature, top_p=top_p, top_k=top_k)
   ids, valid, rows = generation_inputs(cfg, tokenizer, template, prompts, num_images)
   n = cfg.num_image_tokens
-  run = compiled_generate(model, greedy=greedy, top_k=top_k, progress_every=max(n // 24, 1) if progress else 0)
+  preview_every = previews.check_preview_args(preview_every, on_preview, n)
+  run = compiled_generate(model, greedy=greedy, top_k=top_k, progress_every=max(n // 24, 1) if progress else 0,
+                          preview_every=preview_every)
   args = (params, jnp.asarray(ids), jnp.asarray(valid), jax.random.PRNGKey(seed), jnp.float32(cfg_weight),
           jnp.float32(temperature), jnp.float32(top_p))
-  with context(mesh, rules):
-    if not progress:
-      return np.asarray(run(*args)), rows
-    with progress_lib.reporting(n, f"generating {len(rows)} image(s)"):
-      codes = np.asarray(run(*args))
+  with context(mesh, rules), sampling_hooks(progress, n, len(rows), on_preview if preview_every else None):
+    codes = np.asarray(run(*args))
   return codes, rows
+
+
+@contextlib.contextmanager
+def sampling_hooks(progress: bool, total: int, rows: int, on_preview=None):
+  """The host side of a compiled loop's callbacks: a tqdm bar (`progress`) and the preview handler."""
+  with contextlib.ExitStack() as stack:
+    if progress:
+      stack.enter_context(progress_lib.reporting(total, f"generating {rows} image(s)"))
+    if on_preview is not None:
+      stack.enter_context(previews.previewing(on_preview))
+    yield
 
 
 def decode_tokens(model, params, cfg: JanusConfig, codes: np.ndarray, *, mesh=None,
@@ -149,11 +163,13 @@ def generate_flow(model, params, cfg: JanusConfig, tokenizer: Tokenizer, templat
                   prompts: Sequence[str] | str, *, num_images: int = 1, cfg_weight: float | None = None,
                   seed: int = 0, progress: bool = False, num_steps: int | None = None, solver: str | None = None,
                   time_shift: float | None = None, prompt_cache: bool = True, noise: np.ndarray | None = None,
-                  mesh=None, rules=sharding.DEFAULT_RULES) -> GenerationResult:
+                  mesh=None, rules=sharding.DEFAULT_RULES, preview_every: int = 0, on_preview=None
+                  ) -> GenerationResult:
   """JanusFlow CFG sampling: `num_steps` ODE steps, then the VAE decode; images uint8[P, H, W, 3] and latents.
 
   None arguments take the mode's defaults (`cfg.mode.sampling`); `noise` float32[len(prompts) * num_images, h, w,
-  C] gives the initial latent z0 explicitly (else from seed).
+  C] gives the initial latent z0 explicitly (else from seed). `preview_every=k > 0`: `on_preview(step, uint8[P, H,
+  W, 3])` receives the decoded clean-image estimate every k ODE steps, and the returned images last.
   """
   default = cfg.mode.sampling_default
   cfg_weight, num_steps = default("cfg_weight", cfg_weight), default("num_steps", num_steps)
@@ -169,31 +185,35 @@ def generate_flow(model, params, cfg: JanusConfig, tokenizer: Tokenizer, templat
   elif tuple(np.shape(noise)) != shape:
     raise ValueError(f"noise must be float32{list(shape)} (one scaled latent per generated image: "
                      f"{len(rows) // num_images} prompt(s) x {num_images}); got shape {tuple(np.shape(noise))}.")
+  preview_every = previews.check_preview_args(preview_every, on_preview, num_steps)
   run = flow_image.compiled_flow_generate(model, num_steps=num_steps, solver=solver, shift=time_shift,
-                                          prompt_cache=prompt_cache, progress_every=1 if progress else 0)
+                                          prompt_cache=prompt_cache, progress_every=1 if progress else 0,
+                                          preview_every=preview_every)
   args = (params, jnp.asarray(batch["input_ids"]), jnp.asarray(batch["attention_mask"]),
           jnp.asarray(noise, jnp.float32), jnp.float32(cfg_weight), jnp.int32(tokenizer.pad_id))
   with context(mesh, rules):
-    if progress:
-      with progress_lib.reporting(num_steps, f"generating {len(rows)} image(s)"):
-        z = run(*args)
-    else:
+    with sampling_hooks(progress, num_steps, len(rows), on_preview if preview_every else None):
       z = run(*args)
     images = np.asarray(flow_image.compiled_decode_latents(model)(params, z))
+  if preview_every:
+    previews.final_frame(on_preview, num_steps, images)
   return GenerationResult(images=images, tokens=None, prompts=rows, latents=np.asarray(z))
 
 
 # --- every mode ---------------------------------------------------------------------------------------------
 def generate(model, params, cfg: JanusConfig, tokenizer: Tokenizer, template: str, prompts: Sequence[str] | str, *,
              num_images: int = 1, cfg_weight: float | None = None, seed: int = 0, progress: bool = False, mesh=None,
-             rules=sharding.DEFAULT_RULES, **options) -> GenerationResult:
+             rules=sharding.DEFAULT_RULES, preview_every: int = 0, on_preview=None, **options) -> GenerationResult:
   """Text-to-image with `cfg`'s generation mode (`cfg.mode.generate`; see `janus_jax.api.JanusPipeline.generate`).
 
   `options` are the samplers' own arguments (ar_vq: temperature, top_k, top_p, greedy; flow: num_steps, solver,
-  time_shift, prompt_cache, noise); a mode ignores the others' options; None takes the mode's default.
+  time_shift, prompt_cache, noise; ar_continuous: num_steps, temperature); a mode ignores the others' options; None
+  takes the mode's default. `preview_every=k > 0`: `on_preview(step, uint8[N, H, W, 3])` receives partial images
+  while sampling (every k tokens / ODE steps) and the returned images as the last frame.
   """
   return cfg.mode.generate(model, params, cfg, tokenizer, template, prompts, num_images=num_images,
-                           cfg_weight=cfg_weight, seed=seed, progress=progress, mesh=mesh, rules=rules, **options)
+                           cfg_weight=cfg_weight, seed=seed, progress=progress, mesh=mesh, rules=rules,
+                           preview_every=preview_every, on_preview=on_preview, **options)
 
 
 def sample_images(params: Any, cfg: JanusConfig, tokenizer: Tokenizer, template: str, prompts: list[str], *,
