@@ -2,7 +2,8 @@
 
 The official loop (janus_models.md 3.3): the prompt without its last tag, then the time-embedding token and the N
 latent tokens; unconditional rows keep only BOS of the prompt (pads masked out, positions unchanged); velocity
-read at the latent positions; `v = w * v_cond - (w - 1) * v_uncond`; explicit Euler from t = 0 (noise) to 1.
+read at the latent positions; `v = w * v_cond - (w - 1) * v_uncond` (here `sample.cfg_combine`, equal up to
+rounding); explicit Euler from t = 0 (noise) to 1.
 
 Here one jitted function runs the whole ODE (`lax.fori_loop`). With `prompt_cache=True` (default) the prompt's
 KV cache is computed ONCE and every step feeds only the 1 + N new embeddings at offset P - 1 (exact: under causal
@@ -22,6 +23,7 @@ from janus_jax.models.janus_flow import JanusFlowModel
 from janus_jax.models.llama import KVCache, causal_mask, positions_from_mask
 from janus_jax.processing import image as image_proc
 from janus_jax.sampling import previews, progress
+from janus_jax.sampling.sample import cfg_combine
 
 SOLVERS = ("euler", "heun")
 
@@ -34,11 +36,6 @@ def time_grid(num_steps: int, shift: float = 1.0) -> np.ndarray:
     raise ValueError(f"time shift must be > 0, got {shift}.")
   u = np.arange(num_steps + 1, dtype=np.float64) / num_steps
   return (shift * u / (1.0 + (shift - 1.0) * u)).astype(np.float32)
-
-
-def guided(v_cond: jax.Array, v_uncond: jax.Array, cfg_weight) -> jax.Array:
-  """JanusFlow CFG: w * v_cond - (w - 1) * v_uncond (= v_uncond + w * (v_cond - v_uncond))."""
-  return cfg_weight * v_cond - (cfg_weight - 1.0) * v_uncond
 
 
 def unconditional_rows(ids: jax.Array, valid: jax.Array, pad_id: int) -> tuple[jax.Array, jax.Array]:
@@ -113,7 +110,7 @@ def _compiled(model: JanusFlowModel, num_steps: int, solver: str, shift: float, 
         hidden, _ = apply(JanusFlowModel.llm, emb, jnp.concatenate([prompt_pos, gen_pos], axis=1),
                           causal_mask(key_valid, t + n, 0))
       v = apply(JanusFlowModel.velocity, hidden[:, -n:], skip, t_emb)
-      return guided(v[:p], v[p:], cfg_weight), cache
+      return cfg_combine(v[:p], v[p:], cfg_weight), cache
 
     def step(k, carry):
       z, cache = carry

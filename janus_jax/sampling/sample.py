@@ -8,7 +8,9 @@ NEG_INF = -1e30
 
 
 def cfg_combine(cond: jax.Array, uncond: jax.Array, weight: jax.Array | float) -> jax.Array:
-  """Classifier-free guidance on logits: uncond + w * (cond - uncond)."""
+  """Classifier-free guidance, one rule for every mode: uncond + w * (cond - uncond) (logits or velocities).
+
+  JanusFlow writes it w * cond - (w - 1) * uncond: the same value, up to rounding (its parity test holds at 1e-6)."""
   return uncond + weight * (cond - uncond)
 
 
