@@ -79,6 +79,20 @@ def test_main_job_fast_flow(tmp_path):
   assert {"train/loss_rf", "train/loss_repa"} <= set(rows[-1])
 
 
+def test_main_job_fast_ar_continuous(tmp_path):
+  """The third mode through the same job (`make demo GEN=ar_continuous` at tiny size): KL-VAE, continuous-token
+  Janus (text CE + the flow head's per-token RF loss), the same Shapes-GenEval and understanding evaluation."""
+  summary = main.run_all(_fast(",gen=ar_continuous"), str(tmp_path))
+  assert summary["generation_mode"] == "ar_continuous"
+  assert summary["vae"]["psnr"] > 0 and summary["vae"]["scaling_factor"] > 0
+  saved = json.load(open(tmp_path / "eval.json"))
+  assert set(saved["trained"]["generation"]) >= {"single_object", "colors", "overall"}
+  assert 0.0 <= saved["trained"]["understanding"]["overall"] <= 1.0
+  assert (tmp_path / "samples.png").is_file()
+  rows = [json.loads(l) for l in open(tmp_path / "janus" / "metrics.jsonl")]
+  assert {"train/loss_rf", "train/loss_text"} <= set(rows[-1]) and np.isfinite(rows[-1]["train/loss_rf"])
+
+
 def test_drill_config_trains_the_letter_drill_alone():
   from janus_jax.train.inputs import TrainInputs
   config = load_config("experiments/shapes_demo.py")
@@ -114,7 +128,8 @@ def test_make_demo_runs_the_main_job_command():
   import shutil, subprocess  # pylint: disable=import-outside-toplevel,multiple-imports
   if shutil.which("make") is None:
     pytest.skip("make is not installed")
-  for gen, workdir in (("ar_vq", "workdir/demo"), ("flow", "workdir/demo_flow")):
+  for gen, workdir in (("ar_vq", "workdir/demo"), ("flow", "workdir/demo_flow"),
+                       ("ar_continuous", "workdir/demo_ar_continuous")):
     out = subprocess.run(["make", "-n", "demo", f"GEN={gen}", "VENV=.venv"], capture_output=True, text=True,
                          check=False)
     assert out.returncode == 0, out.stderr

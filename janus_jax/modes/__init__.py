@@ -22,7 +22,7 @@ def get(name: str) -> GenerationMode:
   """The mode registered as `name`; ValueError naming `model.generation_mode` and the valid names otherwise."""
   if name not in MODES:
     raise ValueError(f"Unknown model.generation_mode {name!r}; valid: {list(NAMES)} (ar_vq: Janus / Janus-Pro VQ "
-                     "tokens; flow: JanusFlow rectified flow). Fix: --config.model.generation_mode=ar_vq.")
+                     "tokens; flow: JanusFlow rectified flow; ar_continuous: continuous latent tokens, flow head). Fix: --config.model.generation_mode=ar_vq.")
   return MODES[name]
 
 
