@@ -108,7 +108,13 @@ def test_01_inference_random_fallback(kernel, tmp_path):
   assert len(results["answers"]) == 2 and all(isinstance(a, str) for a in results["answers"])
   grid = np.asarray(Image.open(out_dir / "generated.png"))
   assert grid.shape == (2 * size, 2 * size, 3)  # one row per prompt, NUM_IMAGES columns
-  assert images_of(nb) >= 2  # the question figure and the generated grid
+  assert images_of(nb) >= 3  # the question figure, the generated grid and the preview strip
+  # The streaming preview: frames in order, ending at the sample's last token; the GIF holds every frame.
+  tokens = JanusConfig.from_dict(models.janus_tiny()).num_image_tokens
+  steps = results["preview_steps"]
+  assert steps == sorted(set(steps)) and steps[-1] == tokens and len(steps) >= 2
+  assert results["preview_shape"] == [size, size, 3]
+  assert Image.open(out_dir / "preview.gif").n_frames == len(steps)
 
 
 def test_02_train_shapes_resumes_and_evaluates(kernel, tmp_path):

@@ -70,6 +70,10 @@ class GenerationMode:
     """Side in pixels of a generated image."""
     raise NotImplementedError
 
+  def sampling_steps(self, cfg: "JanusConfig") -> int:
+    """Steps of the sampler's loop at its defaults, the unit of `preview_every` (AR modes: the image tokens)."""
+    return cfg.num_image_tokens
+
   def latent_size(self, cfg: "JanusConfig") -> int:
     """Side of the KL-VAE latent the mode generates (modes that generate latents)."""
     raise ValueError(f"generation_mode {self.name!r} generates no KL-VAE latents.")

@@ -42,6 +42,9 @@ class Flow(KLVAETokenizer):
     from janus_jax.models.janus_flow import JanusFlowModel  # pylint: disable=import-outside-toplevel
     return JanusFlowModel
 
+  def sampling_steps(self, cfg):
+    return int(self.sampling_default("num_steps"))
+
   def latent_size(self, cfg):
     return cfg.gen_grid * cfg.uvit.patch_size
 
