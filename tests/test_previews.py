@@ -100,3 +100,15 @@ def test_cli_writes_frames_and_a_gif(tmp_path):
                         "x", "--out", str(tmp_path / "o"), "--preview-every", "4"], capture_output=True, text=True,
                        check=False)
   assert bad.returncode != 0 and "--preview-out DIR" in bad.stderr
+
+
+def test_modes_sampling_bench_runs(tmp_path):
+  """`python bench/bench_modes_sampling.py` (README, Benchmark) at its smallest: one line per mode, same images."""
+  import os  # pylint: disable=import-outside-toplevel
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  out = subprocess.run([sys.executable, "bench/bench_modes_sampling.py", "--fast", "--prompts", "1", "--num-images",
+                        "1", "--repeats", "1", "--frames", "2"], capture_output=True, text=True, cwd=repo, check=False)
+  assert out.returncode == 0, out.stderr[-3000:]
+  lines = [ln for ln in out.stdout.splitlines() if "ms/image" in ln]
+  assert [ln.split()[1] for ln in lines] == ["ar_vq", "flow", "ar_continuous"]
+  assert all("same images: True" in ln and "(2 frames)" in ln for ln in lines), out.stdout
