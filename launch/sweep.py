@@ -166,6 +166,9 @@ def run_local(cmds: list[list[str]], workdirs: list[str], parallel: int = 1) -> 
     print(f"[unit {i}] finished in an earlier run: skipped", flush=True)
   running: dict[int, tuple] = {}
   codes: dict[int, int] = {}
+  # SIGTERM (`kill`, a scheduler; also the way to stop a sweep started with `nohup ... &`, which ignores SIGINT)
+  # stops the units as Ctrl-C does.
+  previous = signal.signal(signal.SIGTERM, _raise_interrupt)
   try:
     while todo or running:
       while todo and len(running) < parallel:
@@ -188,15 +191,22 @@ def run_local(cmds: list[list[str]], workdirs: list[str], parallel: int = 1) -> 
           print(f"[unit {i}] exit {proc.returncode} after {seconds:.0f} s", flush=True)
           del running[i]
   except KeyboardInterrupt:
-    print("interrupted: stopping the running units with SIGTERM (each saves a checkpoint; run the same command "
-          "again to resume)", flush=True)
+    print("interrupted (Ctrl-C or SIGTERM): stopping the running units with SIGTERM (each saves a checkpoint; run "
+          "the same command again to resume)", flush=True)
     for proc, _, _ in running.values():
       proc.send_signal(signal.SIGTERM)
     for i, (proc, pump, _) in running.items():
       proc.wait()
       pump.join()
     raise
+  finally:
+    signal.signal(signal.SIGTERM, previous)
   return codes
+
+
+def _raise_interrupt(signum, frame):
+  del signum, frame
+  raise KeyboardInterrupt
 
 
 def main(argv=None) -> int:

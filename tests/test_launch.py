@@ -145,3 +145,33 @@ def test_bad_sweeps_stop_before_anything_runs(tmp_path):
   assert "Fix the override in get_hyper" in proc.stderr and not (tmp_path / "root").exists()
   proc = _sweep(tmp_path / "missing.py", tmp_path / "root")
   assert proc.returncode == 2 and "no such file" in proc.stderr
+
+
+def test_sigterm_stops_a_local_sweep_and_its_units(tmp_path):
+  """A sweep started in the background (`nohup ... &` ignores SIGINT) stops on SIGTERM: each running unit gets
+  SIGTERM (the main job saves and exits 75), no exit.json is written, so the same command resumes them."""
+  import signal, time  # pylint: disable=import-outside-toplevel,multiple-imports
+  unit = ("import signal, sys, time, pathlib\n"
+          "def stop(*_):\n  pathlib.Path(sys.argv[1], 'got_sigterm').write_text('1'); sys.exit(75)\n"
+          "signal.signal(signal.SIGTERM, stop)\nprint('ready', flush=True)\ntime.sleep(120)\n")
+  workdirs = [str(tmp_path / str(i)) for i in range(2)]
+  for w in workdirs:
+    os.makedirs(w)
+  driver = ("import sys\nfrom launch import sweep\n"
+            f"sweep.run_local([[sys.executable, '-c', {unit!r}, w] for w in {workdirs!r}], {workdirs!r}, parallel=2)\n")
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  proc = subprocess.Popen([sys.executable, "-c", driver], cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+  deadline = time.time() + 60
+  while time.time() < deadline and not all(
+      os.path.exists(os.path.join(w, "log.txt")) and "ready" in open(os.path.join(w, "log.txt")).read()
+      for w in workdirs):
+    time.sleep(0.2)
+  proc.send_signal(signal.SIGINT)  # ignored, as under nohup
+  time.sleep(0.5)
+  assert proc.poll() is None
+  proc.send_signal(signal.SIGTERM)
+  out, _ = proc.communicate(timeout=60)
+  assert "interrupted (Ctrl-C or SIGTERM)" in out, out
+  for w in workdirs:
+    assert os.path.exists(os.path.join(w, "got_sigterm")) and not os.path.exists(os.path.join(w, "exit.json"))
