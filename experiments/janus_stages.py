@@ -3,8 +3,8 @@ r"""Janus / Janus-Pro three-stage training: model, optimizer, step, data mixture
   --config=experiments/janus_stages.py:stage=2,family=janus_pro,size=1b
   --config=experiments/janus_stages.py:stage=1,family=janusflow,size=1_3b
   arg: stage=1|2|3, family=janus|janus_pro|janusflow, size=shapes|1_3b|1b|7b (janus: shapes, 1_3b; janus_pro:
-       shapes, 1b, 7b; janusflow: shapes, 1_3b), dtype (default bfloat16 for released sizes, float32 for shapes),
-       scan, remat.
+       shapes, 1b, 7b; janusflow: shapes, 1_3b), dtype and precision (compute dtype and matmul
+       precision; default "auto": the platform's, CPU float32 / highest, GPU and TPU bfloat16 / default), scan, remat.
 
 Released sizes carry the papers' hyper-parameters (janus_models.md 5.1 / 5.2; AdamW(0.9, 0.95), clip 1.0):
   Janus       stage   lr     schedule  wd   warm-up  steps  batch  und:text:gen
@@ -75,7 +75,8 @@ SAMPLE_PROMPTS = ["a red circle", "two blue squares", "a green triangle left of 
 
 
 def get_config(arg=None):
-  arg = common.parse_arg(arg, stage=1, family="janus_pro", size="shapes", dtype="auto", scan=True, remat="auto")
+  arg = common.parse_arg(arg, stage=1, family="janus_pro", size="shapes", dtype="auto", precision="auto", scan=True,
+                         remat="auto")
   if arg.family not in SIZES:
     raise ValueError(f"Unknown family {arg.family!r}; valid families: {sorted(SIZES)}.")
   if arg.size not in SIZES[arg.family]:
@@ -89,7 +90,6 @@ def get_config(arg=None):
     steps = 40_000
   if shapes:
     lr, warmup, steps, batch = SHAPES_LR[arg.stage], min(warmup, 20), 300, 32
-  dtype = arg.dtype if arg.dtype != "auto" else ("float32" if shapes else "bfloat16")
   remat = arg.remat if arg.remat != "auto" else ("none" if shapes else "dots_with_no_batch_dims_saveable")
 
   flow = arg.family == "janusflow"
@@ -101,8 +101,7 @@ def get_config(arg=None):
   # Fields the job refuses to run without (released sizes start from pretrained weights).
   c.required = () if shapes else ("init_from",)
   c.model = (FLOW_MODELS if flow else MODELS)[arg.size]()
-  for part in models.compute_parts(c.model):
-    c.model[part].dtype = dtype
+  models.set_compute(c.model, arg.dtype, arg.precision)
   for part in ("llm", "vision"):
     c.model[part].scan_layers = arg.scan
     c.model[part].remat_policy = remat

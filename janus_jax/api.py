@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from janus_jax import paths, sharding
+from janus_jax import paths, precision, sharding
 
 from janus_jax.models.configs import JanusConfig
 from janus_jax.models import param_layout
@@ -184,22 +184,28 @@ def _compiled_encode(model: JanusModel):
   return jax.jit(lambda params, x: model.apply({"params": params}, x, method=JanusModel.encode_image_tokens))
 
 
-def load(checkpoint_dir: str, *, dtype: str | None = None, template: str | None = None,
-         mesh: jax.sharding.Mesh | None = None, rules=sharding.DEFAULT_RULES) -> JanusPipeline:
+def load(checkpoint_dir: str, *, dtype: str | None = "auto", matmul_precision: str = "auto",
+         template: str | None = None, mesh: jax.sharding.Mesh | None = None,
+         rules=sharding.DEFAULT_RULES) -> JanusPipeline:
   """Loads a converted janus_jax checkpoint (see `janus-jax convert`). No network, no torch.
 
   Args:
     checkpoint_dir: directory written by `janus_jax.checkpoint.convert` / `store.save_checkpoint` (local or remote,
       e.g. `gs://bucket/ckpt`).
-    dtype: compute and param dtype override, e.g. "bfloat16" (default: as stored).
+    dtype: compute and param dtype, e.g. "bfloat16"; "auto" (default) is the platform's (`janus_jax.precision`):
+      bfloat16 on GPU and TPU, on CPU as stored; None: as stored.
+    matmul_precision: "highest", "high", "default", or "auto" (default): CPU highest, GPU and TPU default.
     template: chat template override ("deepseek" for Janus-Pro, "deepseek_old" for Janus-1.3B).
     mesh, rules: shard the params over a device mesh by logical axis names (see `janus_jax.sharding`).
   """
   from janus_jax.checkpoint import store
   checkpoint_dir = paths.resolve(checkpoint_dir)
+  if dtype == precision.AUTO:
+    dtype = precision.defaults()[0]
+    dtype = None if dtype == "float32" else dtype  # CPU: as stored
+  precision.resolve(dtype or "auto", matmul_precision, where="janus_jax.load({field}=...)")  # errors before I/O
   params, cfg = store.load_checkpoint(checkpoint_dir, dtype=dtype, mesh=mesh, rules=rules)  # straight onto the mesh
-  if dtype is not None:
-    cfg = cfg.with_dtype(dtype)
+  cfg = cfg.with_dtypes(dtype=dtype, matmul_precision=matmul_precision)
   info = store.load_info(checkpoint_dir)
   tok_dir = store.tokenizer_path(checkpoint_dir)
   if tok_dir is None:

@@ -28,7 +28,7 @@ def _convert(args) -> int:
 
 def _understand(args) -> int:
   import janus_jax
-  pipe = janus_jax.load(args.checkpoint, dtype=args.dtype)
+  pipe = janus_jax.load(args.checkpoint, dtype=args.dtype, matmul_precision=args.matmul_precision)
   answers = pipe.understand([args.image], [args.question], greedy=args.greedy, max_new_tokens=args.max_new_tokens,
                             temperature=args.temperature, top_p=args.top_p, seed=args.seed)
   print(answers[0])
@@ -61,7 +61,7 @@ def _generate(args) -> int:
   import janus_jax
   if bool(args.preview_every) != bool(args.preview_out):
     raise ValueError("--preview-every K and --preview-out DIR go together: the frames are written to DIR.")
-  pipe = janus_jax.load(args.checkpoint, dtype=args.dtype)
+  pipe = janus_jax.load(args.checkpoint, dtype=args.dtype, matmul_precision=args.matmul_precision)
   noise = None
   if args.noise:
     with paths.resolve(args.noise).open("rb") as f:
@@ -131,7 +131,10 @@ def build_parser() -> argparse.ArgumentParser:
   u.add_argument("--max-new-tokens", type=int, default=None,
                  help="answer length limit (default: what the model's context leaves after the prompt, at most 512)")
   u.add_argument("--seed", type=int, default=0)
-  u.add_argument("--dtype", default=None, choices=["float32", "bfloat16"])
+  u.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"],
+                 help="compute dtype (auto: bfloat16 on GPU/TPU, as stored on CPU)")
+  u.add_argument("--matmul-precision", default="auto", choices=["auto", "highest", "high", "default"],
+                 help="matmul precision (auto: highest on CPU, default on GPU/TPU)")
   u.set_defaults(fn=_understand)
 
   g = sub.add_parser("generate", help="text-to-image")
@@ -153,7 +156,10 @@ def build_parser() -> argparse.ArgumentParser:
   g.add_argument("--time-shift", type=float, default=None, help="flow: time-grid shift (default 1 = uniform)")
   g.add_argument("--no-prompt-cache", action="store_true", help="JanusFlow: recompute the prompt every step")
   g.add_argument("--noise", default=None, help="JanusFlow: .npy float32[N, h, w, C] initial latents z0")
-  g.add_argument("--dtype", default=None, choices=["float32", "bfloat16"])
+  g.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"],
+                 help="compute dtype (auto: bfloat16 on GPU/TPU, as stored on CPU)")
+  g.add_argument("--matmul-precision", default="auto", choices=["auto", "highest", "high", "default"],
+                 help="matmul precision (auto: highest on CPU, default on GPU/TPU)")
   g.add_argument("--preview-every", type=int, default=0, help="stream a partial image every K tokens / ODE steps")
   g.add_argument("--preview-out", default=None, help="with --preview-every: write frame_<step>.png and preview.gif here")
   g.add_argument("--quiet", action="store_true")

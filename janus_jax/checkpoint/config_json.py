@@ -41,8 +41,8 @@ from typing import Any, Mapping
 from etils import epath
 
 from janus_jax import paths
-from janus_jax.models.configs import (AlignerConfig, GenHeadConfig, JanusConfig, LlamaConfig, SiglipConfig,
-                                      VQConfig)
+from janus_jax.models.configs import (RUN_SETTINGS, AlignerConfig, GenHeadConfig, JanusConfig, LlamaConfig,
+                                      SiglipConfig, VQConfig)
 
 CONFIG_FILE = "config.json"
 
@@ -347,8 +347,7 @@ def load_janus_config(directory) -> tuple[JanusConfig, dict[str, Any]]:
 
 
 def _arch(c) -> dict[str, Any]:
-  return {k: v for k, v in dataclasses.asdict(c).items() if k not in ("dtype", "param_dtype", "scan_layers",
-                                                                       "remat_policy")}
+  return {k: v for k, v in dataclasses.asdict(c).items() if k not in RUN_SETTINGS}
 
 
 def _language_dict(cfg: JanusConfig, torch_dtype: str) -> dict[str, Any]:

@@ -112,6 +112,15 @@ def compute_parts(model) -> tuple[str, ...]:
   return ("llm",) + modes.get(model.get("generation_mode", "ar_vq")).config_parts
 
 
+def set_compute(model, dtype: str = "auto", matmul_precision: str = "auto") -> None:
+  """Sets the compute dtype and matmul precision of the model config's compute parts (in place). "auto" is resolved
+  by `JanusConfig` for the platform the run is on (`janus_jax.precision`: CPU float32 / highest, GPU and TPU
+  bfloat16 / default)."""
+  for part in compute_parts(model):
+    model[part].dtype = dtype
+    model[part].matmul_precision = matmul_precision
+
+
 # Understanding sampling defaults (every mode): the official chat demos' settings.
 UNDERSTAND_SAMPLING = dict(understand_max_new_tokens=512, understand_temperature=0.1, understand_top_p=0.95)
 
@@ -119,17 +128,17 @@ UNDERSTAND_SAMPLING = dict(understand_max_new_tokens=512, understand_temperature
 def inference_config(model: dict[str, Any], template: str, arg: str | None):
   """The experiment config of a released model: model shape, chat template, sampling defaults, mesh and rules.
 
-  arg: "dtype=float32|bfloat16,scan=true|false,remat=<policy>" (see `janus_jax.configs.common.parse_arg`).
+  arg: "dtype=auto|float32|bfloat16,precision=auto|highest|high|default,scan=true|false,remat=<policy>" (see
+  `janus_jax.configs.common.parse_arg`); "auto" is the platform's default (`janus_jax.precision`).
   """
   import ml_collections  # pylint: disable=import-outside-toplevel
   from janus_jax import sharding  # pylint: disable=import-outside-toplevel
   from janus_jax.configs import common  # pylint: disable=import-outside-toplevel
-  arg = common.parse_arg(arg, dtype="float32", scan=True, remat="none")
+  arg = common.parse_arg(arg, dtype="auto", precision="auto", scan=True, remat="none")
   c = ml_collections.ConfigDict()
   c.model = model
   from janus_jax import modes  # pylint: disable=import-outside-toplevel
-  for part in compute_parts(model):
-    c.model[part].dtype = arg.dtype
+  set_compute(c.model, arg.dtype, arg.precision)
   for part in ("llm", "vision"):
     c.model[part].scan_layers = arg.scan
     c.model[part].remat_policy = arg.remat

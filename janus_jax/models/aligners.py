@@ -11,6 +11,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from janus_jax import precision as precision_lib
 from janus_jax.models import layers
 from janus_jax.models.configs import AlignerConfig, GenHeadConfig
 
@@ -53,7 +54,7 @@ class Aligner(nn.Module):
       for j, axes in enumerate(_mlp_axes(cfg.depth)):
         if j:
           y = layers.gelu(y)
-        y = layers.Dense(cfg.output_dim, axes, dtype=dtype, param_dtype=pdtype, name=f"layers_{2 * j}")(y)
+        y = layers.Dense(cfg.output_dim, axes, name=f"layers_{2 * j}", **layers.linear_args(cfg))(y)
     else:
       raise ValueError(f"Unknown aligner kind {cfg.kind!r}; valid kinds: {list(ALIGNER_KINDS)}.")
     return _constrain_last(y, "act_embed")
@@ -64,7 +65,7 @@ class Aligner(nn.Module):
     kernel = self.param("kernel", layers.names(nn.initializers.lecun_normal(), (None, "embed")),
                         (cfg.input_dim, cfg.output_dim), pdtype)
     bias = self.param("bias", layers.names(nn.initializers.zeros_init(), ("embed",)), (cfg.output_dim,), pdtype)
-    y = jnp.einsum("...i,io->...o", x.astype(dtype), kernel.astype(dtype), precision=jax.lax.Precision.HIGHEST)
+    y = jnp.einsum("...i,io->...o", x.astype(dtype), kernel.astype(dtype), precision=precision_lib.lax_precision(cfg.matmul_precision))
     return y + bias.astype(dtype)
 
 
@@ -75,15 +76,14 @@ class GenHead(nn.Module):
   @nn.compact
   def __call__(self, x):
     cfg = self.cfg
-    dtype, pdtype = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
     if x.shape[-1] != cfg.n_embed:
       raise ValueError(f"GenHead expects hidden states with last dim n_embed={cfg.n_embed}, got shape "
                        f"{tuple(x.shape)}.")
-    h = layers.Dense(cfg.image_token_embed, ("embed", "mlp"), dtype=dtype, param_dtype=pdtype,
-                     name="output_mlp_projector")(x)
+    h = layers.Dense(cfg.image_token_embed, ("embed", "mlp"), name="output_mlp_projector",
+                     **layers.linear_args(cfg))(x)
     h = _constrain_last(layers.gelu(h), "act_mlp")
-    logits = layers.Dense(cfg.image_token_size, ("mlp", "image_vocab"), dtype=dtype, param_dtype=pdtype,
-                          name="vision_head")(h)
+    logits = layers.Dense(cfg.image_token_size, ("mlp", "image_vocab"), name="vision_head", out_dtype=jnp.float32,
+                          **layers.linear_args(cfg))(h)
     return _constrain_last(logits, "act_vocab")
 
 

@@ -11,6 +11,8 @@ from typing import Any, Mapping
 
 import jax.numpy as jnp
 
+from janus_jax import precision
+
 
 def _dtype(name: str):
   return jnp.dtype(name)
@@ -45,6 +47,7 @@ class LlamaConfig:
   rope_theta: float = 10000.0
   max_position_embeddings: int = 16384
   dtype: str = "float32"  # Compute dtype.
+  matmul_precision: str = "highest"  # jax.lax.Precision of matmuls; "auto": by platform (janus_jax.precision).
   param_dtype: str = "float32"
   scan_layers: bool = True
   # Name of a `jax.checkpoint_policies` entry, or "none" (no remat) / "full" (save nothing).
@@ -68,6 +71,7 @@ class SiglipConfig:
   # Official semantics: <= 0 keeps min(depth, depth + select_layer + 1) blocks, else min(depth, select_layer).
   select_layer: int = -1
   dtype: str = "float32"
+  matmul_precision: str = "highest"  # jax.lax.Precision of matmuls; "auto": by platform (janus_jax.precision).
   param_dtype: str = "float32"
   scan_layers: bool = True
   remat_policy: str = "none"
@@ -97,6 +101,7 @@ class AlignerConfig:
   output_dim: int = 2048
   depth: int = 2
   dtype: str = "float32"
+  matmul_precision: str = "highest"  # jax.lax.Precision of matmuls; "auto": by platform (janus_jax.precision).
   param_dtype: str = "float32"
 
 
@@ -117,6 +122,7 @@ class VQConfig:
   # code then sees a convolutional neighbourhood instead of the whole image (the released VQ-16 has them).
   encoder_attention: bool = True
   dtype: str = "float32"
+  matmul_precision: str = "highest"  # jax.lax.Precision of matmuls; "auto": by platform (janus_jax.precision).
   param_dtype: str = "float32"
 
   @property
@@ -132,6 +138,7 @@ class GenHeadConfig:
   image_token_embed: int = 2048
   image_token_size: int = 16384
   dtype: str = "float32"
+  matmul_precision: str = "highest"  # jax.lax.Precision of matmuls; "auto": by platform (janus_jax.precision).
   param_dtype: str = "float32"
 
 
@@ -154,6 +161,7 @@ class KLVAEConfig:
   scaling_factor: float = 0.13025
   shift_factor: float = 0.0
   dtype: str = "float32"
+  matmul_precision: str = "highest"  # jax.lax.Precision of matmuls; "auto": by platform (janus_jax.precision).
   param_dtype: str = "float32"
 
   @property
@@ -177,6 +185,7 @@ class UViTConfig:
   norm_eps: float = 1e-6
   use_bias: bool = True
   dtype: str = "float32"
+  matmul_precision: str = "highest"  # jax.lax.Precision of matmuls; "auto": by platform (janus_jax.precision).
   param_dtype: str = "float32"
 
 
@@ -189,6 +198,7 @@ class RepaConfig:
   output_dim: int = 1024
   depth: int = 3
   dtype: str = "float32"
+  matmul_precision: str = "highest"  # jax.lax.Precision of matmuls; "auto": by platform (janus_jax.precision).
   param_dtype: str = "float32"
 
 
@@ -202,6 +212,7 @@ class ContinuousConfig:
   head_width: int = 256
   head_depth: int = 3
   dtype: str = "float32"
+  matmul_precision: str = "highest"  # jax.lax.Precision of matmuls; "auto": by platform (janus_jax.precision).
   param_dtype: str = "float32"
 
 
@@ -228,6 +239,11 @@ class JanusConfig:
   und_encoder: str = "siglip"
 
   def __post_init__(self):
+    for part in _COMPONENTS:  # frozen dataclass: "auto" compute dtype / matmul precision resolved once, here
+      c = getattr(self, part)
+      dtype, prec = precision.resolve(c.dtype, c.matmul_precision, where=f"--config.model.{part}.{{field}}")
+      if (dtype, prec) != (c.dtype, c.matmul_precision):
+        object.__setattr__(self, part, dataclasses.replace(c, dtype=dtype, matmul_precision=prec))
     mode = self.mode  # ValueError naming the valid modes
     enc = self.understanding_encoder
     if self.aligner.input_dim == 0:  # frozen dataclass: resolved once, here
@@ -293,18 +309,25 @@ class JanusConfig:
   def to_dict(self) -> dict[str, Any]:
     return dataclasses.asdict(self)
 
-  def with_dtypes(self, dtype: str | None = None, param_dtype: str | None = None) -> "JanusConfig":
-    """A copy whose every component computes in `dtype` and/or stores params in `param_dtype` (None: keep)."""
-    changes = {k: v for k, v in (("dtype", dtype), ("param_dtype", param_dtype)) if v is not None}
-    rep = lambda c: dataclasses.replace(c, **changes)
-    return dataclasses.replace(self, llm=rep(self.llm), vision=rep(self.vision), aligner=rep(self.aligner),
-                               vq=rep(self.vq), gen_aligner=rep(self.gen_aligner), gen_head=rep(self.gen_head),
-                               uvit=rep(self.uvit), vae=rep(self.vae), repa=rep(self.repa), cont=rep(self.cont))
+  def with_dtypes(self, dtype: str | None = None, param_dtype: str | None = None,
+                  matmul_precision: str | None = None) -> "JanusConfig":
+    """A copy whose every component computes in `dtype`, stores params in `param_dtype` and runs its matmuls at
+    `matmul_precision` (None: keep; "auto": the platform's default, `janus_jax.precision`)."""
+    changes = {k: v for k, v in (("dtype", dtype), ("param_dtype", param_dtype),
+                                 ("matmul_precision", matmul_precision)) if v is not None}
+    return dataclasses.replace(self, **{part: dataclasses.replace(getattr(self, part), **changes)
+                                        for part in _COMPONENTS})
 
   def with_dtype(self, dtype: str) -> "JanusConfig":
     """A copy computing in `dtype` (params stay as configured)."""
     return self.with_dtypes(dtype=dtype)
 
 
+# How a run computes, not what the model is: component fields that a checkpoint's config does not pin.
+RUN_SETTINGS = ("dtype", "param_dtype", "matmul_precision", "scan_layers", "remat_policy")
+# The component sections of JanusConfig (each has dtype, param_dtype, matmul_precision).
+_COMPONENTS = ("llm", "vision", "aligner", "vq", "gen_aligner", "gen_head", "uvit", "vae", "repa", "cont")
+
+
 __all__ = ["LlamaConfig", "SiglipConfig", "AlignerConfig", "VQConfig", "GenHeadConfig", "KLVAEConfig", "UViTConfig",
-           "RepaConfig", "ContinuousConfig", "JanusConfig", "_dtype"]
+           "RepaConfig", "ContinuousConfig", "JanusConfig", "RUN_SETTINGS", "_dtype"]

@@ -39,9 +39,9 @@ class FlowHead(nn.Module):
   def __call__(self, x_t: jax.Array, t: jax.Array, cond: jax.Array) -> jax.Array:
     c = self.cfg
     w = c.head_width
-    dt, pdt = jnp.dtype(c.dtype), jnp.dtype(c.param_dtype)
+    dt = jnp.dtype(c.dtype)
     dense = lambda n, name, init=nn.initializers.lecun_normal(): layers.Dense(  # pylint: disable=unnecessary-lambda-assignment
-        n, (None, None), dtype=dt, param_dtype=pdt, kernel_init=init, name=name)
+        n, (None, None), kernel_init=init, name=name, **layers.linear_args(c))
     zeros = nn.initializers.zeros_init()
     h = dense(w, "input_proj")(x_t)
     temb = timestep_embedding(jnp.reshape(t, (-1,)) * TIME_SCALE, w).astype(dt)

@@ -51,13 +51,13 @@ class JanusContinuousModel(Backbone):
   def setup(self):
     cfg = self.cfg
     d = cfg.llm.hidden_size
-    dt, pdt = jnp.dtype(cfg.llm.dtype), jnp.dtype(cfg.llm.param_dtype)
+    pdt = jnp.dtype(cfg.llm.param_dtype)
     self.vision_model = cfg.understanding_encoder.vision_model(cfg)
     self.aligner = Aligner(cfg.aligner)
     self.vae = AutoencoderKL(cfg.vae)
-    self.gen_in = layers.Dense(d, (None, "embed"), dtype=dt, param_dtype=pdt)
+    self.gen_in = layers.Dense(d, (None, "embed"), **layers.linear_args(cfg.llm))
     self.gen_boi = self.param("gen_boi", layers.names(nn.initializers.normal(0.02), (None, "embed")), (1, d), pdt)
-    self.gen_out = layers.Dense(cfg.cont.head_width, ("embed", None), dtype=dt, param_dtype=pdt)
+    self.gen_out = layers.Dense(cfg.cont.head_width, ("embed", None), **layers.linear_args(cfg.llm))
     self.flow_head = FlowHead(cfg.cont, token_dim(cfg))
     self.language_model = LlamaForCausalLM(cfg.llm)
 

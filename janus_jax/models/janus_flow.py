@@ -43,13 +43,12 @@ class RepaProjector(nn.Module):
   @nn.compact
   def __call__(self, x):
     rc = self.cfg.repa
-    dtype, pdt = jnp.dtype(rc.dtype), jnp.dtype(rc.param_dtype)
     for j in range(rc.depth):
       last = j == rc.depth - 1
       # Kernel names: first (embed, mlp), second (mlp, None), later ones replicated (the head is small).
       axes = ("embed", None if last else "mlp") if j == 0 else (("mlp", None) if j == 1 else (None, None))
-      x = layers.Dense(rc.output_dim if last else rc.hidden_dim, axes, dtype=dtype, param_dtype=pdt,
-                       name=f"layers_{2 * j}")(x if j == 0 else nn.silu(x))
+      x = layers.Dense(rc.output_dim if last else rc.hidden_dim, axes, name=f"layers_{2 * j}",
+                       **layers.linear_args(rc))(x if j == 0 else nn.silu(x))
     return x
 
 
@@ -70,11 +69,10 @@ class JanusFlowModel(Backbone):
                                                                         (None, "embed")), (1, d), pdt)
     self.vision_gen_enc_model = ShallowUViTEncoder(cfg.uvit)
     lin = lambda i, o: AlignerConfig(kind="linear", input_dim=i, output_dim=o, depth=1, dtype=cfg.llm.dtype,
-                                     param_dtype=cfg.llm.param_dtype)
+                                     param_dtype=cfg.llm.param_dtype, matmul_precision=cfg.llm.matmul_precision)
     self.vision_gen_enc_aligner = Aligner(lin(cfg.uvit.channels, d))
     self.vision_gen_dec_aligner_norm = layers.RMSNorm(cfg.llm.rms_norm_eps, axis_name="embed", param_dtype=pdt)
-    self.vision_gen_dec_aligner = layers.Dense(cfg.uvit.channels, ("embed", None), dtype=jnp.dtype(cfg.llm.dtype),
-                                               param_dtype=pdt)
+    self.vision_gen_dec_aligner = layers.Dense(cfg.uvit.channels, ("embed", None), **layers.linear_args(cfg.llm))
     self.vision_gen_dec_model = ShallowUViTDecoder(cfg.uvit)
     self.language_model = LlamaForCausalLM(cfg.llm)
     self.repa_projector = RepaProjector(cfg)

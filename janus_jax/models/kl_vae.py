@@ -35,10 +35,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from janus_jax.models import layers
+from janus_jax.models import attention, layers
 from janus_jax.models.configs import KLVAEConfig
 
-_HIGHEST = jax.lax.Precision.HIGHEST
 _IMG_ACT = ("act_batch", None, None, None)
 LOGVAR_MIN, LOGVAR_MAX = -30.0, 20.0
 
@@ -49,11 +48,16 @@ def silu(x):
 
 
 def _dtypes(cfg: KLVAEConfig):
+  """Conv / Dense keyword args: compute dtype, param dtype, matmul precision."""
+  return layers.linear_args(cfg)
+
+
+def _norm_dtypes(cfg: KLVAEConfig):
   return dict(dtype=jnp.dtype(cfg.dtype), param_dtype=jnp.dtype(cfg.param_dtype))
 
 
 def _norm(cfg: KLVAEConfig, name: str):
-  return layers.GroupNorm(cfg.norm_num_groups, cfg.norm_eps, name=name, **_dtypes(cfg))
+  return layers.GroupNorm(cfg.norm_num_groups, cfg.norm_eps, name=name, **_norm_dtypes(cfg))
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -88,10 +92,8 @@ class Attention(nn.Module):
     h = _norm(cfg, "group_norm")(x).reshape(b, hh * ww, c)
     proj = lambda name: layers.Dense(c, ("conv_in", "conv_out"), name=name, **dt)
     q, k, v = proj("to_q")(h), proj("to_k")(h), proj("to_v")(h)
-    scores = jnp.einsum("bqc,bkc->bqk", q, k, precision=_HIGHEST,
-                        preferred_element_type=jnp.float32) * (int(c) ** -0.5)
-    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
-    out = jnp.einsum("bqk,bkc->bqc", probs, v, precision=_HIGHEST)
+    out = attention.dot_product_attention(q[:, :, None], k[:, :, None], v[:, :, None], None,
+                                          precision=cfg.matmul_precision)[:, :, 0]
     out = proj("to_out_0")(out).reshape(b, hh, ww, c)
     return x.astype(out.dtype) + out
 

@@ -18,6 +18,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from janus_jax import precision as precision_lib
+
 Axes = tuple[str | None, ...]
 
 
@@ -29,6 +31,11 @@ def names(init_fn, axes: Axes):
 def constrain(x: jax.Array, axes: Axes) -> jax.Array:
   """Logical sharding constraint on an activation (no-op outside a mesh / rules context)."""
   return nn.with_logical_constraint(x, axes)
+
+
+def linear_args(cfg) -> dict:
+  """The compute dtype, param dtype and matmul precision of a component config, as Dense / Conv keyword args."""
+  return dict(dtype=jnp.dtype(cfg.dtype), param_dtype=jnp.dtype(cfg.param_dtype), precision=cfg.matmul_precision)
 
 
 def remat_policy(name: str):
@@ -45,24 +52,31 @@ def remat_policy(name: str):
 
 
 class Dense(nn.Module):
-  """Linear layer; kernel float[in, out] with logical names `axes`, bias named `axes[-1]`."""
+  """Linear layer; kernel float[in, out] with logical names `axes`, bias named `axes[-1]`.
+
+  Computes in `dtype` at matmul `precision` (a `janus_jax.precision` name); `out_dtype` (e.g. float32 for logits)
+  makes the matmul accumulate into and return that dtype.
+  """
   features: int
   axes: Axes
   use_bias: bool = True
   dtype: jnp.dtype = jnp.float32
   param_dtype: jnp.dtype = jnp.float32
   kernel_init: nn.initializers.Initializer = nn.initializers.lecun_normal()
+  precision: str = "highest"
+  out_dtype: jnp.dtype | None = None
 
   @nn.compact
   def __call__(self, x):
     kernel = self.param("kernel", names(self.kernel_init, self.axes), (x.shape[-1], self.features),
                         self.param_dtype)
+    out_dtype = self.out_dtype or self.dtype
     y = jnp.einsum("...i,io->...o", x.astype(self.dtype), kernel.astype(self.dtype),
-                   precision=jax.lax.Precision.HIGHEST)
+                   precision=precision_lib.lax_precision(self.precision), preferred_element_type=out_dtype)
     if self.use_bias:
       bias = self.param("bias", names(nn.initializers.zeros_init(), (self.axes[-1],)), (self.features,),
                         self.param_dtype)
-      y = y + bias.astype(self.dtype)
+      y = y + bias.astype(out_dtype)
     return y
 
 
@@ -79,6 +93,7 @@ class Conv(nn.Module):
   use_bias: bool = True
   dtype: jnp.dtype = jnp.float32
   param_dtype: jnp.dtype = jnp.float32
+  precision: str = "highest"
 
   @nn.compact
   def __call__(self, x):
@@ -92,7 +107,7 @@ class Conv(nn.Module):
     y = jax.lax.conv_general_dilated(
         x.astype(self.dtype), kernel.astype(self.dtype), window_strides=(self.strides, self.strides),
         padding=tuple(tuple(p) for p in pad), dimension_numbers=("NHWC", "HWIO", "NHWC"),
-        feature_group_count=self.groups, precision=jax.lax.Precision.HIGHEST)
+        feature_group_count=self.groups, precision=precision_lib.lax_precision(self.precision))
     if self.use_bias:
       bias = self.param("bias", names(nn.initializers.zeros_init(), ("conv_out",)), (self.features,),
                         self.param_dtype)

@@ -17,7 +17,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from janus_jax.models import layers
+from janus_jax.models import attention, layers
 from janus_jax.models.configs import LlamaConfig
 
 
@@ -115,17 +115,17 @@ class LlamaAttention(nn.Module):
   def __call__(self, x, cos, sin, mask, cache: KVCache | None = None, layer=None, cache_index=None):
     """x float[B, T, D]; with a cache, writes this layer's new keys/values at [layer, :, :, cache_index:]."""
     cfg = self.cfg
-    dt, pdt = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
+    dt = jnp.dtype(cfg.dtype)
     h, hkv, dh = cfg.num_heads, cfg.num_kv_heads, cfg.resolved_head_dim
     b, t, _ = x.shape
-    dense = lambda n, axes, name: layers.Dense(n, axes, use_bias=False, dtype=dt, param_dtype=pdt, name=name)
+    dense = lambda n, axes, name: layers.Dense(n, axes, use_bias=False, name=name, **layers.linear_args(cfg))
     q = dense(h * dh, ("embed", "heads"), "q_proj")(x).reshape(b, t, h, dh)
     k = dense(hkv * dh, ("embed", "kv_heads"), "k_proj")(x).reshape(b, t, hkv, dh)
     v = dense(hkv * dh, ("embed", "kv_heads"), "v_proj")(x).reshape(b, t, hkv, dh)
-    q = apply_rope(q, cos, sin).transpose(0, 2, 1, 3)  # [B, H, T, Dh]
-    k = apply_rope(k, cos, sin).transpose(0, 2, 1, 3)  # [B, Hkv, T, Dh]
+    q = apply_rope(q, cos, sin)  # [B, T, H, Dh]
+    k = apply_rope(k, cos, sin).transpose(0, 2, 1, 3)  # [B, Hkv, T, Dh], the cache's head-major layout
     v = v.transpose(0, 2, 1, 3)
-    q = layers.constrain(q, ("act_batch", "act_heads", "act_seq", None))
+    q = layers.constrain(q, ("act_batch", "act_seq", "act_heads", None))
     if cache is not None:
       k_all, v_all, cache = _write_and_read(cache, layer, k, v, cache_index)
       k_all, v_all = k_all.astype(dt), v_all.astype(dt)
@@ -133,12 +133,8 @@ class LlamaAttention(nn.Module):
       k_all, v_all = k, v
     k_all = layers.constrain(k_all, ("act_batch", "act_heads", "act_kv_seq", None))
     v_all = layers.constrain(v_all, ("act_batch", "act_heads", "act_kv_seq", None))
-    qg = q.reshape(b, hkv, h // hkv, t, dh)
-    scores = jnp.einsum("bkgtd,bksd->bkgts", qg, k_all, preferred_element_type=jnp.float32,
-                        precision=jax.lax.Precision.HIGHEST) * (dh ** -0.5)
-    scores = jnp.where(mask[:, None, None, :, :], scores, jnp.finfo(jnp.float32).min)
-    probs = jax.nn.softmax(scores, axis=-1).astype(dt)
-    out = jnp.einsum("bkgts,bksd->btkgd", probs, v_all, precision=jax.lax.Precision.HIGHEST)
+    out = attention.dot_product_attention(q, k_all, v_all, mask, precision=cfg.matmul_precision,
+                                          kv_heads_first=True)
     out = out.reshape(b, t, h * dh)
     out = dense(cfg.hidden_size, ("heads", "embed"), "o_proj")(out)
     return out, cache
@@ -151,8 +147,7 @@ class LlamaMLP(nn.Module):
   @nn.compact
   def __call__(self, x):
     cfg = self.cfg
-    dt, pdt = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
-    dense = lambda n, axes, name: layers.Dense(n, axes, use_bias=False, dtype=dt, param_dtype=pdt, name=name)
+    dense = lambda n, axes, name: layers.Dense(n, axes, use_bias=False, name=name, **layers.linear_args(cfg))
     gate = dense(cfg.intermediate_size, ("embed", "mlp"), "gate_proj")(x)
     up = dense(cfg.intermediate_size, ("embed", "mlp"), "up_proj")(x)
     hidden = layers.constrain(jax.nn.silu(gate) * up, ("act_batch", "act_seq", "act_mlp"))
@@ -255,9 +250,9 @@ class LlamaForCausalLM(nn.Module):
   def setup(self):
     cfg = self.cfg
     self.model = LlamaModel(cfg)
-    self.lm_head = layers.Dense(cfg.vocab_size, ("embed", "vocab"), use_bias=False, dtype=jnp.dtype(cfg.dtype),
-                                param_dtype=jnp.dtype(cfg.param_dtype),
-                                kernel_init=nn.initializers.normal(0.02))
+    self.lm_head = layers.Dense(cfg.vocab_size, ("embed", "vocab"), use_bias=False,
+                                kernel_init=nn.initializers.normal(0.02), out_dtype=jnp.float32,
+                                **layers.linear_args(cfg))
 
   def embed(self, ids):
     return self.model.embed(ids)

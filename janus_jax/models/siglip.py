@@ -11,10 +11,9 @@ The checkpoint's `attn_pool` weights are never run and are not built.
 from __future__ import annotations
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
-from janus_jax.models import layers
+from janus_jax.models import attention, layers
 from janus_jax.models.configs import SiglipConfig
 from janus_jax.models.uvit import timestep_embedding
 
@@ -28,23 +27,19 @@ class Attention(nn.Module):
   @nn.compact
   def __call__(self, x):
     cfg = self.cfg
-    dtype, pdtype = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
     b, n, w = x.shape
     if w % cfg.num_heads:
       raise ValueError(f"SigLIP width {w} is not divisible by num_heads={cfg.num_heads}.")
     hd = w // cfg.num_heads
-    qkv = layers.Dense(3 * w, ("embed", "qkv"), dtype=dtype, param_dtype=pdtype, name="qkv")(x)
+    qkv = layers.Dense(3 * w, ("embed", "qkv"), name="qkv", **layers.linear_args(cfg))(x)
     # Column layout of the fused projection (torch rows): [q | k | v], each head-major.
     qkv = qkv.reshape(b, n, 3, cfg.num_heads, hd)
     q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
     q = layers.constrain(q, ("act_batch", "act_seq", "act_heads", None))
     k = layers.constrain(k, ("act_batch", "act_kv_seq", "act_heads", None))
     v = layers.constrain(v, ("act_batch", "act_kv_seq", "act_heads", None))
-    logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, precision=jax.lax.Precision.HIGHEST,
-                        preferred_element_type=jnp.float32) * (hd ** -0.5)
-    probs = jax.nn.softmax(logits, axis=-1).astype(dtype)
-    out = jnp.einsum("bhqk,bkhd->bqhd", probs, v, precision=jax.lax.Precision.HIGHEST).reshape(b, n, w)
-    return layers.Dense(w, ("heads", "embed"), dtype=dtype, param_dtype=pdtype, name="proj")(out)
+    out = attention.dot_product_attention(q, k, v, None, precision=cfg.matmul_precision).reshape(b, n, w)
+    return layers.Dense(w, ("heads", "embed"), name="proj", **layers.linear_args(cfg))(out)
 
 
 class Mlp(nn.Module):
@@ -54,10 +49,9 @@ class Mlp(nn.Module):
   @nn.compact
   def __call__(self, x):
     cfg = self.cfg
-    dtype, pdtype = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
-    h = layers.Dense(cfg.mlp_dim, ("embed", "mlp"), dtype=dtype, param_dtype=pdtype, name="fc1")(x)
+    h = layers.Dense(cfg.mlp_dim, ("embed", "mlp"), name="fc1", **layers.linear_args(cfg))(x)
     h = layers.constrain(layers.gelu(h), ("act_batch", "act_seq", "act_mlp"))
-    return layers.Dense(cfg.width, ("mlp", "embed"), dtype=dtype, param_dtype=pdtype, name="fc2")(h)
+    return layers.Dense(cfg.width, ("mlp", "embed"), name="fc2", **layers.linear_args(cfg))(h)
 
 
 class Block(nn.Module):
@@ -84,8 +78,8 @@ class PatchEmbed(nn.Module):
   @nn.compact
   def __call__(self, x):
     cfg = self.cfg
-    y = layers.Conv(cfg.width, cfg.patch_size, strides=cfg.patch_size, padding=0, dtype=jnp.dtype(cfg.dtype),
-                    param_dtype=jnp.dtype(cfg.param_dtype), name="proj")(x)
+    y = layers.Conv(cfg.width, cfg.patch_size, strides=cfg.patch_size, padding=0, name="proj",
+                    **layers.linear_args(cfg))(x)
     b, h, w, c = y.shape
     return y.reshape(b, h * w, c)
 

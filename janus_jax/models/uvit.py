@@ -53,7 +53,8 @@ _TORCH_LINEAR_INIT = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "unif
 
 
 def _dtypes(cfg: UViTConfig):
-  return dict(dtype=jnp.dtype(cfg.dtype), param_dtype=jnp.dtype(cfg.param_dtype))
+  """Conv / Dense keyword args: compute dtype, param dtype, matmul precision."""
+  return layers.linear_args(cfg)
 
 
 def _frequencies(dim: int, max_period: float) -> np.ndarray:

@@ -38,7 +38,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from janus_jax.models import layers
+from janus_jax.models import attention, layers
 from janus_jax.models.configs import VQConfig
 
 _HIGHEST = jax.lax.Precision.HIGHEST
@@ -100,6 +100,11 @@ def _concrete(x) -> np.ndarray | None:
 
 
 def _dtypes(cfg: VQConfig):
+  """Conv / Dense keyword args: compute dtype, param dtype, matmul precision."""
+  return layers.linear_args(cfg)
+
+
+def _norm_dtypes(cfg: VQConfig):
   return dict(dtype=jnp.dtype(cfg.dtype), param_dtype=jnp.dtype(cfg.param_dtype))
 
 
@@ -118,7 +123,7 @@ class ResnetBlock(nn.Module):
   @nn.compact
   def __call__(self, x):
     cfg, dt = self.cfg, _dtypes(self.cfg)
-    gn = lambda name: layers.GroupNorm(cfg.num_groups, cfg.norm_eps, name=name, **dt)
+    gn = lambda name: layers.GroupNorm(cfg.num_groups, cfg.norm_eps, name=name, **_norm_dtypes(cfg))
     h = swish(gn("norm1")(x))
     h = layers.Conv(self.features, 3, padding=1, name="conv1", **dt)(h)
     h = swish(gn("norm2")(h))
@@ -139,12 +144,10 @@ class AttnBlock(nn.Module):
   def __call__(self, x):
     cfg, dt = self.cfg, _dtypes(self.cfg)
     b, hh, ww, c = x.shape
-    h = layers.GroupNorm(cfg.num_groups, cfg.norm_eps, name="norm", **dt)(x)
+    h = layers.GroupNorm(cfg.num_groups, cfg.norm_eps, name="norm", **_norm_dtypes(cfg))(x)
     q, k, v = (layers.Conv(c, 1, name=n, **dt)(h).reshape(b, hh * ww, c) for n in ("q", "k", "v"))
-    scores = jnp.einsum("bqc,bkc->bqk", q, k, precision=_HIGHEST,
-                        preferred_element_type=jnp.float32) * (int(c) ** -0.5)
-    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
-    out = jnp.einsum("bqk,bkc->bqc", probs, v, precision=_HIGHEST).reshape(b, hh, ww, c)
+    out = attention.dot_product_attention(q[:, :, None], k[:, :, None], v[:, :, None], None,
+                                          precision=cfg.matmul_precision).reshape(b, hh, ww, c)
     return x.astype(out.dtype) + layers.Conv(c, 1, name="proj_out", **dt)(out)
 
 
@@ -214,7 +217,7 @@ class Encoder(nn.Module):
                 resample=None if last else "down", name=f"conv_blocks_{i}")(x)
       x = layers.constrain(x, _IMG_ACT)
     x = _mid(cfg, x, x.shape[-1], cfg.encoder_attention)
-    x = swish(layers.GroupNorm(cfg.num_groups, cfg.norm_eps, name="norm_out", **dt)(x))
+    x = swish(layers.GroupNorm(cfg.num_groups, cfg.norm_eps, name="norm_out", **_norm_dtypes(cfg))(x))
     return layers.Conv(cfg.z_channels, 3, padding=1, name="conv_out", **dt)(x)
 
 
@@ -233,7 +236,7 @@ class Decoder(nn.Module):
       x = Level(cfg, cfg.base_channels * mult, cfg.num_res_blocks + 1, attn=i == 0,
                 resample=None if i == n - 1 else "up", name=f"conv_blocks_{i}")(x)
       x = layers.constrain(x, _IMG_ACT)
-    x = swish(layers.GroupNorm(cfg.num_groups, cfg.norm_eps, name="norm_out", **dt)(x))
+    x = swish(layers.GroupNorm(cfg.num_groups, cfg.norm_eps, name="norm_out", **_norm_dtypes(cfg))(x))
     return layers.Conv(3, 3, padding=1, name="conv_out", **dt)(x)
 
 

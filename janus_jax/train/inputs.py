@@ -18,7 +18,7 @@ import dataclasses
 from typing import Any, Mapping, Sequence
 
 from janus_jax import paths as paths_lib
-from janus_jax.models.configs import JanusConfig
+from janus_jax.models.configs import RUN_SETTINGS, JanusConfig  # RUN_SETTINGS: re-exported
 
 SOURCE_KINDS = ("shapes", "imagenet2012", "coco_captions", "pairs")
 SOURCES_HINT = ("--config.input.sources=\"({'kind': 'pairs', 'paths': '/data/train.arrayrecord'},)\" (a tuple of "
@@ -80,7 +80,6 @@ class TrainInputs:
     return dataclasses.replace(self, **changes)
 
 
-RUN_SETTINGS = ("dtype", "param_dtype", "scan_layers", "remat_policy")  # how a run computes, not what the model is
 
 
 def adopt_settings(stored: JanusConfig, cfg: JanusConfig) -> JanusConfig:
