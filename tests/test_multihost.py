@@ -20,6 +20,10 @@ BASE_ENV = {k: v for k, v in os.environ.items() if not k.startswith(("XLA_FLAGS"
                                                                      "JAX_PROCESS_ID"))}
 STEPS, EVERY = 6, 3
 MESH = "(('data', 4), ('fsdp', 2), ('tensor', 1))"  # fsdp shards params across devices; data spans both hosts
+# 1x8 and 2x4 devices compile to different programs (in-process vs gloo all-reduce, its own fusion choices), so fp32
+# sums differ in the last bits and Adam, which normalises each update to ~lr, carries that forward. The params may
+# differ by 2% of one step at the Shapes stage-2 lr (1e-3); a sharding or data-split bug moves them by ~lr.
+PARAM_TOL = 0.02 * 1e-3
 
 
 def _free_port() -> int:
@@ -99,7 +103,7 @@ def runs(tmp_path_factory):
 def test_two_processes_train_like_one(runs):
   diff = _max_diff(_params(runs["single"]), _params(runs["double"]))
   print(f"max |params(2 processes x 4) - params(1 process x 8)| after {STEPS} steps: {diff:.3g}")
-  assert diff <= 1e-6
+  assert diff <= PARAM_TOL
   single, double = _metrics(runs["single"]), _metrics(runs["double"])
   assert [r["step"] for r in double] == list(range(1, STEPS + 1))  # one writer: one line per step
   np.testing.assert_allclose([r["train/loss"] for r in double], [r["train/loss"] for r in single], rtol=1e-5)
@@ -133,7 +137,7 @@ def test_checkpoint_of_two_processes_resumes_in_one_and_back(runs):
   for workdir in (one, two):
     diff = _max_diff(reference, _params(workdir))
     print(f"{workdir.name}: max |params - 1-process run| = {diff:.3g}")
-    assert diff <= 1e-6
+    assert diff <= PARAM_TOL
 
 
 def test_sigterm_to_one_host_stops_both_at_the_same_step(runs):
