@@ -24,6 +24,8 @@ CORE = [
     # janus_jax.report (sweep tables and plots; `janus-jax report`).
     "pandas",
     "matplotlib",
+    # janus_jax.quantization (weight-only int8 decode: janus_jax.load(..., quantize="int8")).
+    "qwix==0.1.8",
 ]
 
 setuptools.setup(

@@ -5,6 +5,7 @@ intermediate 1376, vocab 16384, codebook 16384, 576 image tokens, 2 prompts of 1
 greedy. Prints tokens/s for both (median of --repeats runs after one warm-up/compile run) and the speed-up.
 
   python bench/bench_ar_decode.py [--repeats 3] [--skip-torch] [--tokens 576]
+  python bench/bench_ar_decode.py --quantize int8   # float vs weight-only int8 janus_jax decode, same run
 """
 from __future__ import annotations
 
@@ -19,7 +20,10 @@ import numpy as np
 from janus_jax.models.configs import JanusConfig
 from janus_jax.models import param_layout
 from janus_jax.models.janus import JanusModel, init_params
+from janus_jax import quantization
+from janus_jax.sampling import ar_image
 from janus_jax.sampling.ar_image import compiled_generate
+from janus_jax.sampling.sample import cfg_combine
 
 HIDDEN, LAYERS, HEADS, INTER, VOCAB, CODES = 512, 8, 8, 1376, 16384, 16384
 
@@ -38,27 +42,57 @@ def janus_config(tokens: int, dtype: str = "float32") -> JanusConfig:
   return cfg if dtype == "float32" else cfg.with_dtypes(dtype, dtype)
 
 
-def bench_jax(tokens: int, prompts: np.ndarray, repeats: int, dtype: str = "float32") -> tuple[float, np.ndarray]:
+def _setup(tokens: int, prompts: np.ndarray, dtype: str):
   cfg = janus_config(tokens, dtype)
-  model = JanusModel(cfg)
   params = init_params(cfg, jax.random.PRNGKey(0))
   params, cfg = param_layout.for_decoding(params, cfg)  # What `janus_jax.load` does.
-  model = JanusModel(cfg)
   uncond = np.where((np.arange(prompts.shape[1]) == 0) | (np.arange(prompts.shape[1]) == prompts.shape[1] - 1),
                     prompts, 0)
-  ids = jnp.asarray(np.concatenate([prompts, uncond]))
-  valid = jnp.ones(ids.shape, bool)
+  return JanusModel(cfg), params, jnp.asarray(np.concatenate([prompts, uncond]))
+
+
+def _time_loop(model, params, ids, repeats: int, label: str) -> tuple[float, np.ndarray]:
   run = compiled_generate(model, greedy=True)
-  args = (params, ids, valid, jax.random.PRNGKey(0), jnp.float32(5.0), jnp.float32(1.0), jnp.float32(1.0))
+  args = (params, ids, jnp.ones(ids.shape, bool), jax.random.PRNGKey(0), jnp.float32(5.0), jnp.float32(1.0),
+          jnp.float32(1.0))
   t0 = time.perf_counter()
   codes = run(*args).block_until_ready()
-  print(f"  janus_jax compile + first run: {time.perf_counter() - t0:.1f} s")
+  print(f"  {label} compile + first run: {time.perf_counter() - t0:.1f} s")
   times = []
   for _ in range(repeats):
     t0 = time.perf_counter()
     codes = run(*args).block_until_ready()
     times.append(time.perf_counter() - t0)
   return statistics.median(times), np.asarray(codes)
+
+
+def bench_jax(tokens: int, prompts: np.ndarray, repeats: int, dtype: str = "float32") -> tuple[float, np.ndarray]:
+  model, params, ids = _setup(tokens, prompts, dtype)
+  return _time_loop(model, params, ids, repeats, "janus_jax")
+
+
+def bench_quantized(tokens: int, prompts: np.ndarray, repeats: int, dtype: str, qtype: str) -> None:
+  """Float and weight-only `qtype` decode of the same model in this run: time, logits error, token agreement."""
+  model, params, ids = _setup(tokens, prompts, dtype)
+  qparams = quantization.quantize_weights(params, qtype)
+  fp_s, fp_codes = _time_loop(model, params, ids, repeats, dtype)
+  q_s, q_codes = _time_loop(model, qparams, ids, repeats, qtype)
+  p = prompts.shape[0]
+  both = jnp.asarray(np.concatenate([fp_codes, fp_codes]))
+  lf, lq = (np.asarray(ar_image.teacher_forced_logits(model, x, ids, both)) for x in (params, qparams))
+  guided = lambda l: np.asarray(cfg_combine(l[:p], l[p:], 5.0))
+  gf, gq = guided(lf), guided(lq)
+  rel = np.abs(gq - gf).max() / (gf.max() - gf.min())
+  top1 = np.mean(np.argmax(gq, -1) == np.argmax(gf, -1))
+  free = np.mean(q_codes == fp_codes)
+  first = [int(np.flatnonzero(a != b)[0]) if (a != b).any() else tokens for a, b in zip(q_codes, fp_codes)]
+  print(f"{dtype:>12} : {1000 * fp_s / tokens:.2f} ms/step ({p * tokens / fp_s:.1f} image tok/s)")
+  print(f"{qtype:>12} : {1000 * q_s / tokens:.2f} ms/step ({p * tokens / q_s:.1f} image tok/s), "
+        f"{fp_s / q_s:.2f}x the {dtype} speed")
+  print(f"  guided logits (teacher-forced on the {dtype} tokens): max |error| {rel:.2%} of their range; "
+        f"same argmax at {top1:.1%} of the positions")
+  print(f"  free-running greedy grids: {free:.1%} of the {tokens} tokens equal, first difference at token "
+        f"{first} (random weights: near-uniform logits make greedy ties fragile)")
 
 
 def bench_torch(tokens: int, prompts: np.ndarray, repeats: int, dtype: str = "float32") -> float:
@@ -106,6 +140,8 @@ def main():
   ap.add_argument("--skip-torch", action="store_true")
   ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
                   help="params and compute dtype of both implementations")
+  ap.add_argument("--quantize", default=None, choices=sorted(quantization.QTYPES),
+                  help="instead: janus_jax float vs weight-only quantized decode of the same model, same run")
   args = ap.parse_args()
   rng = np.random.default_rng(0)
   prompts = rng.integers(10, 1000, (2, 16))
@@ -114,6 +150,9 @@ def main():
   print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}); {n} image tokens per run "
         f"({prompts.shape[0]} prompts x {args.tokens}, CFG => {2 * prompts.shape[0]} rows)")
   print(f"dtype: {args.dtype}")
+  if args.quantize:
+    bench_quantized(args.tokens, prompts, args.repeats, args.dtype, args.quantize)
+    return
   jax_s, _ = bench_jax(args.tokens, prompts, args.repeats, args.dtype)
   print(f"janus_jax    : {jax_s:.2f} s  -> {n / jax_s:7.1f} image tok/s  ({1000 * jax_s / args.tokens:.2f} ms/step)")
   if not args.skip_torch:

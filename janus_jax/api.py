@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from janus_jax import paths, precision, sharding
+from janus_jax import paths, precision, quantization, sharding
 
 from janus_jax.models.configs import JanusConfig
 from janus_jax.models import param_layout
@@ -33,9 +33,11 @@ class JanusPipeline:
   """A loaded model: params, config, tokenizer and the compiled sampling loops."""
 
   def __init__(self, params: Any, cfg: JanusConfig, tokenizer: Tokenizer, template: str = "deepseek", *,
-               mesh: jax.sharding.Mesh | None = None, rules=sharding.DEFAULT_RULES):
+               mesh: jax.sharding.Mesh | None = None, rules=sharding.DEFAULT_RULES, quantize: str | None = None):
     """Args: params/cfg as loaded (scanned or unrolled layout, remat on or off); `mesh` shards the params by their
-    logical axis names through `rules` (e.g. a ("fsdp", "tensor") mesh for a model that does not fit one device)."""
+    logical axis names through `rules` (e.g. a ("fsdp", "tensor") mesh for a model that does not fit one device);
+    `quantize` "int8": weight-only int8 decode matmuls (`janus_jax.quantization`)."""
+    quantization.check_qtype(quantize)
     params, cfg = param_layout.for_decoding(params, cfg)
     self.cfg = cfg
     self.model = cfg.mode.model_class()(cfg)
@@ -46,7 +48,7 @@ class JanusPipeline:
       from janus_jax.checkpoint.store import param_shardings  # pylint: disable=import-outside-toplevel
       # Training-only subtrees (JanusFlow's REPA head) may be absent from an inference checkpoint.
       params = jax.device_put(params, param_shardings(cfg, mesh, rules, keys=set(params)))
-    self.params = params
+    self.params = quantization.quantize_weights(params, quantize) if quantize else params
 
   def _context(self):
     """Mesh + logical-rules context under which the compiled loops are traced and run."""
@@ -186,7 +188,7 @@ def _compiled_encode(model: JanusModel):
 
 def load(checkpoint_dir: str, *, dtype: str | None = "auto", matmul_precision: str = "auto",
          template: str | None = None, mesh: jax.sharding.Mesh | None = None,
-         rules=sharding.DEFAULT_RULES) -> JanusPipeline:
+         rules=sharding.DEFAULT_RULES, quantize: str | None = None) -> JanusPipeline:
   """Loads a converted janus_jax checkpoint (see `janus-jax convert`). No network, no torch.
 
   Args:
@@ -197,6 +199,8 @@ def load(checkpoint_dir: str, *, dtype: str | None = "auto", matmul_precision: s
     matmul_precision: "highest", "high", "default", or "auto" (default): CPU highest, GPU and TPU default.
     template: chat template override ("deepseek" for Janus-Pro, "deepseek_old" for Janus-1.3B).
     mesh, rules: shard the params over a device mesh by logical axis names (see `janus_jax.sharding`).
+    quantize: None (float weights) or "int8": weight-only int8 LLM and image-head matmuls for decoding
+      (`janus_jax.quantization`; activations stay in `dtype`).
   """
   from janus_jax.checkpoint import store
   checkpoint_dir = paths.resolve(checkpoint_dir)
@@ -204,6 +208,7 @@ def load(checkpoint_dir: str, *, dtype: str | None = "auto", matmul_precision: s
     dtype = precision.defaults()[0]
     dtype = None if dtype == "float32" else dtype  # CPU: as stored
   precision.resolve(dtype or "auto", matmul_precision, where="janus_jax.load({field}=...)")  # errors before I/O
+  quantization.check_qtype(quantize, where="janus_jax.load(quantize=...)")
   params, cfg = store.load_checkpoint(checkpoint_dir, dtype=dtype, mesh=mesh, rules=rules)  # straight onto the mesh
   cfg = cfg.with_dtypes(dtype=dtype, matmul_precision=matmul_precision)
   info = store.load_info(checkpoint_dir)
@@ -212,4 +217,5 @@ def load(checkpoint_dir: str, *, dtype: str | None = "auto", matmul_precision: s
     raise FileNotFoundError(f"{checkpoint_dir} has no tokenizer/ folder; convert the checkpoint from a directory "
                             "that holds tokenizer.json (or a sentencepiece *.model).")
   tokenizer = load_tokenizer(tok_dir)
-  return JanusPipeline(params, cfg, tokenizer, template or info.get("template", "deepseek"), mesh=mesh, rules=rules)
+  return JanusPipeline(params, cfg, tokenizer, template or info.get("template", "deepseek"), mesh=mesh, rules=rules,
+                       quantize=quantize)

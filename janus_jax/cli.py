@@ -7,6 +7,8 @@
   janus-jax eval       --checkpoint DIR --data-dir DIR [--tfds-name janus_shapes/default] --out eval.json
   janus-jax pairs      --jsonl ROWS.jsonl --out TRAIN.arrayrecord [--image-root DIR]   (your own training data)
   janus-jax report     ROOT/NAME [--out DIR]   (a sweep of launch/sweep.py: mean ± 95% CI per variant, CSV, plots)
+  janus-jax plan       --config=experiments/<x>.py[:arg] [--config.a.b=v] --devices N [--platform gpu|tpu|cpu]
+                       [--json OUT]   (the train step compiled for N devices: memory per device, FLOPs, fit)
 Checkpoint, image, data and output paths may be local or remote (gs://...).
 Training: python -m janus_jax.main --config=experiments/<x>.py[:arg] --workdir=DIR
 """
@@ -28,7 +30,8 @@ def _convert(args) -> int:
 
 def _understand(args) -> int:
   import janus_jax
-  pipe = janus_jax.load(args.checkpoint, dtype=args.dtype, matmul_precision=args.matmul_precision)
+  pipe = janus_jax.load(args.checkpoint, dtype=args.dtype, matmul_precision=args.matmul_precision,
+                        quantize=args.quantize)
   answers = pipe.understand([args.image], [args.question], greedy=args.greedy, max_new_tokens=args.max_new_tokens,
                             temperature=args.temperature, top_p=args.top_p, seed=args.seed)
   print(answers[0])
@@ -61,7 +64,8 @@ def _generate(args) -> int:
   import janus_jax
   if bool(args.preview_every) != bool(args.preview_out):
     raise ValueError("--preview-every K and --preview-out DIR go together: the frames are written to DIR.")
-  pipe = janus_jax.load(args.checkpoint, dtype=args.dtype, matmul_precision=args.matmul_precision)
+  pipe = janus_jax.load(args.checkpoint, dtype=args.dtype, matmul_precision=args.matmul_precision,
+                        quantize=args.quantize)
   noise = None
   if args.noise:
     with paths.resolve(args.noise).open("rb") as f:
@@ -112,6 +116,12 @@ def _report(args) -> int:
   return 0
 
 
+def _plan(args) -> int:
+  from janus_jax import plan  # pylint: disable=import-outside-toplevel
+  plan.run(args.config_args, args.devices, args.platform, args.json)
+  return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
   p = argparse.ArgumentParser(prog="janus-jax", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
   sub = p.add_subparsers(dest="command", required=True)
@@ -135,6 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
                  help="compute dtype (auto: bfloat16 on GPU/TPU, as stored on CPU)")
   u.add_argument("--matmul-precision", default="auto", choices=["auto", "highest", "high", "default"],
                  help="matmul precision (auto: highest on CPU, default on GPU/TPU)")
+  u.add_argument("--quantize", default=None, choices=["int8"],
+                 help="weight-only int8 LLM and image-head matmuls (decode; default: float weights)")
   u.set_defaults(fn=_understand)
 
   g = sub.add_parser("generate", help="text-to-image")
@@ -160,6 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
                  help="compute dtype (auto: bfloat16 on GPU/TPU, as stored on CPU)")
   g.add_argument("--matmul-precision", default="auto", choices=["auto", "highest", "high", "default"],
                  help="matmul precision (auto: highest on CPU, default on GPU/TPU)")
+  g.add_argument("--quantize", default=None, choices=["int8"],
+                 help="weight-only int8 LLM and image-head matmuls (decode; default: float weights)")
   g.add_argument("--preview-every", type=int, default=0, help="stream a partial image every K tokens / ODE steps")
   g.add_argument("--preview-out", default=None, help="with --preview-every: write frame_<step>.png and preview.gif here")
   g.add_argument("--quiet", action="store_true")
@@ -188,11 +202,24 @@ def build_parser() -> argparse.ArgumentParser:
   s.add_argument("root", help="the sweep folder ROOT/NAME of `launch/sweep.py --root=ROOT --name=NAME`")
   s.add_argument("--out", default=None, help="output folder (default ROOT/NAME/report)")
   s.set_defaults(fn=_report)
+
+  n = sub.add_parser("plan", help="compile the train step for N devices ahead of time: memory per device, FLOPs, "
+                     "which accelerators it fits (--config=... and --config.a.b=v as for python -m janus_jax.main)")
+  n.add_argument("--devices", type=int, required=True, help="number of devices (fake CPU devices compile it)")
+  n.add_argument("--platform", default="gpu", choices=["gpu", "tpu", "cpu"],
+                 help="the target: what 'auto' dtypes and precisions resolve to (gpu, tpu: bfloat16)")
+  n.add_argument("--json", default=None, help="also write the figures as JSON here")
+  n.set_defaults(fn=_plan)
   return p
 
 
 def main(argv=None) -> int:
-  args = build_parser().parse_args(argv)
+  parser = build_parser()
+  args, extra = parser.parse_known_args(argv)
+  if args.command == "plan":
+    args.config_args = extra
+  elif extra:
+    parser.error(f"unrecognized arguments: {' '.join(extra)}")
   try:
     return args.fn(args)
   except (ValueError, FileNotFoundError, KeyError) as e:

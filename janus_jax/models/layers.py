@@ -18,7 +18,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from janus_jax import precision as precision_lib
+from janus_jax import precision as precision_lib, quantization
 
 Axes = tuple[str | None, ...]
 
@@ -71,8 +71,10 @@ class Dense(nn.Module):
     kernel = self.param("kernel", names(self.kernel_init, self.axes), (x.shape[-1], self.features),
                         self.param_dtype)
     out_dtype = self.out_dtype or self.dtype
-    y = jnp.einsum("...i,io->...o", x.astype(self.dtype), kernel.astype(self.dtype),
-                   precision=precision_lib.lax_precision(self.precision), preferred_element_type=out_dtype)
+    if not quantization.is_quantized_leaf(kernel):  # a qwix QArray (janus_jax.quantization) stays int8
+      kernel = kernel.astype(self.dtype)
+    y = quantization.einsum("...i,io->...o", x.astype(self.dtype), kernel,
+                            precision=precision_lib.lax_precision(self.precision), preferred_element_type=out_dtype)
     if self.use_bias:
       bias = self.param("bias", names(nn.initializers.zeros_init(), (self.axes[-1],)), (self.features,),
                         self.param_dtype)

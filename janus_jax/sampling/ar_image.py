@@ -130,3 +130,17 @@ def compiled_decode(model: JanusModel):
     return image_proc.to_uint8(images, model.cfg.mode.pixel_rounding, xp=jnp)
 
   return jax.jit(run)
+
+
+def teacher_forced_logits(model: JanusModel, params, ids: jax.Array, codes: jax.Array) -> jax.Array:
+  """The image logits the AR loop sees, from one uncached forward over prompt + codes (teacher forcing).
+
+  ids int32[R, T] prompt rows (all valid), codes int32[R, N] -> float32[R, N, image_token_size]: position k
+  predicts code k from the prompt and codes 0..k-1. For checks of the compiled loop (same argmax, same logits)."""
+  apply = lambda method, *a: model.apply({"params": params}, *a, method=method)
+  t = ids.shape[1]
+  embeds = jnp.concatenate([apply(JanusModel.embed_text, ids), apply(JanusModel.embed_image_tokens, codes[:, :-1])],
+                           axis=1)
+  valid = jnp.ones(embeds.shape[:2], bool)
+  hidden, _ = apply(JanusModel.llm, embeds, positions_from_mask(valid), causal_mask(valid, embeds.shape[1]))
+  return apply(JanusModel.image_logits, hidden[:, t - 1:])
