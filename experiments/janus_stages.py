@@ -65,6 +65,8 @@ PAPER = {
     },
 }
 SHAPES_LR = {1: 2e-3, 2: 1e-3, 3: 5e-4}
+# Rows of seq_len tokens one device trains at once at the released sizes (measured with bench/plan_table.py).
+ROWS_PER_DEVICE = {"1_3b": 4, "1b": 4, "7b": 1}
 SIZES = {"janus": ("shapes", "1_3b"), "janus_pro": ("shapes", "1b", "7b"), "janusflow": ("shapes", "1_3b")}
 MODELS = {"shapes": models.janus_tiny, "1_3b": models.janus_1_3b, "1b": models.janus_pro_1b, "7b": models.janus_pro_7b}
 FLOW_MODELS = {"shapes": models.janusflow_tiny, "1_3b": models.janusflow_1_3b}
@@ -114,7 +116,11 @@ def get_config(arg=None):
   c.optim.total_steps = num_steps
 
   c.train = ml_collections.ConfigDict(dict(
-      grad_accum_steps=1, cfg_dropout=0.1,
+      grad_accum_steps=1,
+      # At most this many rows per device in one forward/backward: grad_accum_steps is raised to fit the mesh
+      # (README "Fit to memory"; janus-jax plan). None: the whole per-device batch at once.
+      max_rows_per_device=ml_collections.config_dict.placeholder(int) if shapes else ROWS_PER_DEVICE[arg.size],
+      cfg_dropout=0.1,
       pad_id=ml_collections.config_dict.placeholder(int),  # None: the tokenizer's pad id
       log_every=50 if shapes else 100, checkpoint_every=100 if shapes else 1000, keep_checkpoints=3,
       sample_every=0 if shapes else 5000, sample_prompts=SAMPLE_PROMPTS,
@@ -132,7 +138,10 @@ def get_config(arg=None):
       system_prompt="",
       tokenizer="",  # default: <init_from>/tokenizer, else the Shapes tokenizer (size=shapes)
       # Entries for janus_jax.data.sources.adapter_from_config; empty at size=shapes = Shapes prepared by the job.
-      sources=()))
+      sources=(),
+      # grain worker processes making the rows (decode, resize, tokenize) and batches a thread assembles ahead;
+      # the batches are the same for any value. Resuming needs the workers count of the run that saved.
+      workers=0 if shapes else 8, prefetch=2))
   if shapes:  # the data and image tokenizer a from-scratch Shapes run prepares and trains first (janus_jax.main)
     c.data = dict(data_dir="", config_name="default", vocab_size=512)
     if flow:

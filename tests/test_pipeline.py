@@ -441,3 +441,34 @@ def test_packed_batch_has_the_loss_of_its_rows_unpacked(builder, records):
   assert float(p.text_tokens) == float(u.text_tokens) > 0 and float(p.image_tokens) == float(u.image_tokens) > 0
   assert abs(float(p.text_loss) - float(u.text_loss)) < 1e-4 * max(1.0, float(u.text_loss))
   assert abs(float(p.image_loss) - float(u.image_loss)) < 1e-4 * max(1.0, float(u.image_loss))
+
+
+@pytest.mark.parametrize("packing", [None, PACK])
+@pytest.mark.parametrize("mixture", [MIX, {"und": 1, "text": 1}])
+def test_batch_spec_is_the_shape_of_the_real_batches(builder, records, packing, mixture):
+  """What ahead-of-time compilation (janus-jax plan) assumes is what the pipeline yields."""
+  adapter = sources.shapes(records, text_letter_drill=True)
+  batch = next(pipeline.build_train_iterator([adapter], builder, mixture, batch_size=4, packing=packing))
+  real = {k: (v.shape, v.dtype) for k, v in batch.items() if k != "kind"}
+  assert pipeline.batch_spec(builder.spec, mixture, batch_size=4, packing=packing) == real
+
+
+@pytest.mark.parametrize("packing", [None, PACK])
+def test_worker_processes_and_prefetch_give_the_same_batches_and_resume_exactly(builder, records, packing):
+  """Rows made in 2 grain worker processes, batches prefetched by a thread: the batches of the plain pipeline,
+  and an iterator restored from a saved state continues with exactly the batches that followed it."""
+  make = lambda **kw: pipeline.build_train_iterator([sources.shapes(records)], builder, MIX, batch_size=4, seed=2,
+                                                    packing=packing, **kw)
+  plain = [next(it) for it in [make()] for _ in range(5)]
+  it = make(workers=2, prefetch=2)
+  fast = [next(it) for _ in range(3)]
+  state = it.get_state()
+  fast += [next(it) for _ in range(2)]
+  resumed = make(workers=2, prefetch=2)
+  resumed.set_state(state)
+  for a, b in zip(plain, fast):
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+  for a, b in zip(fast[3:], [next(resumed) for _ in range(2)]):
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+  with pytest.raises(ValueError, match="input.workers=-1"):
+    make(workers=-1)

@@ -33,6 +33,19 @@ class RowSpec:
   und_boi_slot: bool = False     # JanusFlow: `<begin_of_image>` is an image slot too (learned BOI embedding)
 
 
+def empty_row(s: RowSpec) -> dict[str, np.ndarray]:
+  """An all-padding row: every key of the row format at its shape and dtype (tokens [seq_len], images)."""
+  t = s.seq_len
+  return {
+      "input_ids": np.zeros(t, np.int32), "positions": np.zeros(t, np.int32), "valid": np.zeros(t, bool),
+      "und_image_mask": np.zeros(t, bool), "gen_image_mask": np.zeros(t, bool), "targets": np.zeros(t, np.int32),
+      "text_loss_mask": np.zeros(t, bool), "image_loss_mask": np.zeros(t, bool), "cfg_drop_mask": np.zeros(t, bool),
+      "und_pixels": np.zeros((1, s.und_image_size, s.und_image_size, 3), np.float32),
+      "gen_pixels": np.zeros((s.gen_image_size, s.gen_image_size, 3), np.float32),
+      "has_gen_image": np.zeros((), bool),
+  }
+
+
 class RowBuilder:
   """Turns (image, question, answer) / (image, caption) / text into training rows. Picklable (grain workers)."""
 
@@ -43,16 +56,7 @@ class RowBuilder:
 
   # --- helpers -------------------------------------------------------------------------------------------
   def _empty(self) -> dict[str, np.ndarray]:
-    s = self.spec
-    t = s.seq_len
-    return {
-        "input_ids": np.zeros(t, np.int32), "positions": np.zeros(t, np.int32), "valid": np.zeros(t, bool),
-        "und_image_mask": np.zeros(t, bool), "gen_image_mask": np.zeros(t, bool), "targets": np.zeros(t, np.int32),
-        "text_loss_mask": np.zeros(t, bool), "image_loss_mask": np.zeros(t, bool), "cfg_drop_mask": np.zeros(t, bool),
-        "und_pixels": np.zeros((1, s.und_image_size, s.und_image_size, 3), np.float32),
-        "gen_pixels": np.zeros((s.gen_image_size, s.gen_image_size, 3), np.float32),
-        "has_gen_image": np.zeros((), bool),
-    }
+    return empty_row(self.spec)
 
   def _fill(self, row: dict, seq: np.ndarray, what: str) -> int:
     n = len(seq)

@@ -24,8 +24,9 @@ from typing import Mapping, Sequence
 
 import grain
 import numpy as np
+from absl import flags
 
-from janus_jax.data.examples import RowBuilder
+from janus_jax.data.examples import RowBuilder, RowSpec, empty_row
 from janus_jax.data.sources import KINDS, Adapter
 
 
@@ -142,9 +143,25 @@ def _drop_gen_images(batch: dict) -> dict:
   return {k: v for k, v in batch.items() if k not in ("gen_pixels", "has_gen_image")}
 
 
+def batch_spec(spec: RowSpec, mixture: Mapping[str, float], *, batch_size: int,
+               packing: Mapping | None = None) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+  """{key: (shape, dtype)} of the batches `build_train_dataset` yields for these settings, without reading data
+  (ahead-of-time compilation, `janus_jax.plan`): rows [B, seq_len]; packed rows also `segment_ids` and up to
+  `max_und_images` understanding images per row; no generation images without "t2i" in the mixture."""
+  weights = mixture_weights(mixture)
+  row = empty_row(spec)
+  packing = dict(packing or {})
+  if packing and packing.get("enabled", True):
+    row["und_pixels"] = np.zeros((int(packing.get("max_und_images", 2)),) + row["und_pixels"].shape[1:], np.float32)
+    row["segment_ids"] = np.zeros(spec.seq_len, np.int32)
+  if "t2i" not in weights:
+    row = _drop_gen_images(row)
+  return {k: ((int(batch_size),) + v.shape, v.dtype) for k, v in row.items()}
+
+
 def build_train_dataset(adapters: Sequence[Adapter], builder: RowBuilder, mixture: Mapping[str, float], *,
                         batch_size: int, seed: int = 0, process_index: int = 0, process_count: int = 1,
-                        packing: Mapping | None = None) -> grain.IterDataset:
+                        packing: Mapping | None = None, workers: int = 0, prefetch: int = 0) -> grain.IterDataset:
   """The batched, infinite training dataset of this process.
 
   Args:
@@ -155,8 +172,15 @@ def build_train_dataset(adapters: Sequence[Adapter], builder: RowBuilder, mixtur
     packing: None / {} / dict(enabled=False, ...): one row per sequence, padded; dict(max_und_images=k) (and
       `enabled=True`): pack rows into sequences, at most k understanding images per sequence (default 2).
 
+    workers: grain worker processes making the rows (decode, resize, tokenize); each makes every `workers`-th row
+      and the rows are merged back in order, so the batches are the same for any number of workers (0: rows are
+      made on the calling thread). Resuming needs the same `workers` as the run that saved.
+    prefetch: batches a background thread assembles ahead of the training loop (0: none).
+
   Batches of a mixture without "t2i" have no `gen_pixels` / `has_gen_image` (nothing for the VQ to encode).
   """
+  if workers < 0 or prefetch < 0:
+    raise ValueError(f"input.workers={workers} and input.prefetch={prefetch} must be >= 0.")
   weights = mixture_weights(mixture)
   streams, stream_weights = [], []
   for k_index, (kind, weight) in enumerate(weights.items()):
@@ -173,14 +197,23 @@ def build_train_dataset(adapters: Sequence[Adapter], builder: RowBuilder, mixtur
   unknown = sorted(set(packing) - {"enabled", "max_und_images"})
   if unknown:
     raise ValueError(f"Unknown input.packing key(s) {unknown}; valid: ['enabled', 'max_und_images'].")
+  rows = mixed.to_iter_dataset()
+  if workers:
+    if not flags.FLAGS.is_parsed():  # grain's workers read absl flags; outside an absl app (tests, notebooks)
+      flags.FLAGS.mark_as_parsed()   # they keep their defaults
+    rows = rows.mp_prefetch(grain.MultiprocessingOptions(num_workers=int(workers), per_worker_buffer_size=batch_size))
   if not packing.get("enabled", True) or not packing:
-    batched = mixed.batch(batch_size, drop_remainder=True).to_iter_dataset()
+    batched = (rows.batch(batch_size, drop_remainder=True) if workers else
+               mixed.batch(batch_size, drop_remainder=True).to_iter_dataset())
   else:
-    packed = pack_rows(mixed.to_iter_dataset(), builder, max_und_images=int(packing.get("max_und_images", 2)),
-                       num_bins=batch_size, seed=seed + 7)
+    packed = pack_rows(rows, builder, max_und_images=int(packing.get("max_und_images", 2)), num_bins=batch_size,
+                       seed=seed + 7)
     batched = packed.batch(batch_size, drop_remainder=True)
   # A mixture without text-to-image rows has no generation images: leave them out, and the step skips the VQ.
-  return batched if "t2i" in weights else batched.map(_drop_gen_images)
+  batched = batched if "t2i" in weights else batched.map(_drop_gen_images)
+  if prefetch:
+    batched = grain.experimental.ThreadPrefetchIterDataset(batched, prefetch_buffer_size=int(prefetch))
+  return batched
 
 
 def build_train_iterator(*args, **kwargs) -> grain.DatasetIterator:

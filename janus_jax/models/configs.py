@@ -239,7 +239,7 @@ class JanusConfig:
   und_encoder: str = "siglip"
 
   def __post_init__(self):
-    for part in _COMPONENTS:  # frozen dataclass: "auto" compute dtype / matmul precision resolved once, here
+    for part in COMPONENTS:  # frozen dataclass: "auto" compute dtype / matmul precision resolved once, here
       c = getattr(self, part)
       dtype, prec = precision.resolve(c.dtype, c.matmul_precision, where=f"--config.model.{part}.{{field}}")
       if (dtype, prec) != (c.dtype, c.matmul_precision):
@@ -316,7 +316,7 @@ class JanusConfig:
     changes = {k: v for k, v in (("dtype", dtype), ("param_dtype", param_dtype),
                                  ("matmul_precision", matmul_precision)) if v is not None}
     return dataclasses.replace(self, **{part: dataclasses.replace(getattr(self, part), **changes)
-                                        for part in _COMPONENTS})
+                                        for part in COMPONENTS})
 
   def with_dtype(self, dtype: str) -> "JanusConfig":
     """A copy computing in `dtype` (params stay as configured)."""
@@ -326,7 +326,7 @@ class JanusConfig:
 # How a run computes, not what the model is: component fields that a checkpoint's config does not pin.
 RUN_SETTINGS = ("dtype", "param_dtype", "matmul_precision", "scan_layers", "remat_policy")
 # The component sections of JanusConfig (each has dtype, param_dtype, matmul_precision).
-_COMPONENTS = ("llm", "vision", "aligner", "vq", "gen_aligner", "gen_head", "uvit", "vae", "repa", "cont")
+COMPONENTS = ("llm", "vision", "aligner", "vq", "gen_aligner", "gen_head", "uvit", "vae", "repa", "cont")
 
 
 __all__ = ["LlamaConfig", "SiglipConfig", "AlignerConfig", "VQConfig", "GenHeadConfig", "KLVAEConfig", "UViTConfig",

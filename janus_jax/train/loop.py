@@ -46,12 +46,16 @@ def _get(cfg: Any, key: str, default=None):
   return default if value is None and default is not None else value
 
 
-def row_builder(config, cfg: JanusConfig, tokenizer: Tokenizer) -> RowBuilder:
-  spec = RowSpec(seq_len=int(config.input.seq_len), num_image_tokens=cfg.num_image_tokens,
+def row_spec(config, cfg: JanusConfig) -> RowSpec:
+  """The row shapes and format of a run (`input.seq_len`, the model's image sizes, the template)."""
+  return RowSpec(seq_len=int(config.input.seq_len), num_image_tokens=cfg.num_image_tokens,
                  und_image_size=cfg.vision.image_size, gen_image_size=cfg.generated_image_size,
                  template=_get(config, "template", "deepseek"),
                  system_prompt=_get(config.input, "system_prompt", ""), und_boi_slot=cfg.mode.und_boi_slot)
-  return RowBuilder(tokenizer, spec)
+
+
+def row_builder(config, cfg: JanusConfig, tokenizer: Tokenizer) -> RowBuilder:
+  return RowBuilder(tokenizer, row_spec(config, cfg))
 
 
 def data_iterator(config, cfg: JanusConfig, tokenizer: Tokenizer, source_list, split: str = "train"):
@@ -66,10 +70,11 @@ def data_iterator(config, cfg: JanusConfig, tokenizer: Tokenizer, source_list, s
   return pipeline.build_train_iterator(
       adapters, row_builder(config, cfg, tokenizer), dict(config.input.mixture),
       batch_size=global_batch // jax.process_count(), seed=int(_get(config, "seed", 0)),
-      process_index=jax.process_index(), process_count=jax.process_count(), packing=_packing(config.input))
+      process_index=jax.process_index(), process_count=jax.process_count(), packing=packing_settings(config.input),
+      workers=int(_get(config.input, "workers", 0)), prefetch=int(_get(config.input, "prefetch", 0)))
 
 
-def _packing(input_cfg) -> dict | None:
+def packing_settings(input_cfg) -> dict | None:
   """`input.packing` as a plain dict, or None when absent (no packing)."""
   packing = _get(input_cfg, "packing")
   return dict(packing.to_dict() if hasattr(packing, "to_dict") else packing) if packing else None
@@ -137,6 +142,7 @@ def train(config, workdir: paths.PathLike, inputs: TrainInputs | None = None, *,
   cfg = inputs.model
   workdir = writable_dir(workdir)
   mesh = sharding_lib.make_mesh([tuple(x) for x in config.mesh])
+  accum = step_lib.resolved_grad_accum(config.train, int(config.input.batch_size), mesh)  # before any work
   rules = [tuple(r) for r in config.sharding_rules]
   tokenizer = load_tokenizer(inputs.tokenizer)
   data_iter = data_iterator(config, cfg, tokenizer, inputs.sources)
@@ -167,7 +173,10 @@ def train(config, workdir: paths.PathLike, inputs: TrainInputs | None = None, *,
   pad_id = _get(config.train, "pad_id")
   train_cfg = dict(config.train.to_dict() if hasattr(config.train, "to_dict") else config.train,
                    pad_id=tokenizer.pad_id if pad_id is None else int(pad_id))
-  step_fn = step_lib.make_train_step(cfg, train_cfg)
+  if verbose and accum != int(train_cfg.get("grad_accum_steps", 1)):
+    print(f"grad_accum_steps {accum}: at most {train_cfg['max_rows_per_device']} row(s) per device at once "
+          f"(train.max_rows_per_device)", flush=True)
+  step_fn = step_lib.make_train_step(cfg, dict(train_cfg, grad_accum_steps=accum))
   batch_sharding = step_lib.batch_sharding(mesh)
   run = step_lib.compile_train_step(step_fn, shardings, batch_sharding, mesh, rules)
   writer = MetricsWriter(workdir, resume_step=start if restored is not None else None)
@@ -209,6 +218,8 @@ def train(config, workdir: paths.PathLike, inputs: TrainInputs | None = None, *,
   finally:
     ckpt.close()
     writer.close()
+    if hasattr(data_iter, "close"):  # stops grain's prefetch thread / worker processes now, not at exit
+      data_iter.close()
   return state
 
 

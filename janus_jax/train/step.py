@@ -23,6 +23,8 @@ logits and losses stay float32.
 Config (`config.train`; keys read here, others belong to the training loop and are ignored unless they look like
 a misspelling of these):
   grad_accum_steps  microbatches per step (default 1)
+  max_rows_per_device  None, or R: at most R rows per device in one forward/backward; the loop raises
+                    grad_accum_steps to what the batch and mesh need (`resolved_grad_accum`), the global batch stays
   cfg_dropout       per-row probability of replacing the T2I prompt by pad (default 0.1, Janus)
   pad_id            id used by CFG dropout (required when the batch has `cfg_drop_mask` and cfg_dropout > 0;
                     resolve it from the tokenizer: 100002 for Janus-Pro-1B, 100015 for Janus-1.3B / Pro-7B)
@@ -51,7 +53,7 @@ from janus_jax.models.configs import JanusConfig
 from janus_jax.train.batch import check_batch
 from janus_jax.train.state import TrainState, normalize_rules
 
-STEP_DEFAULTS = dict(grad_accum_steps=1, cfg_dropout=0.1, pad_id=None, max_text_tokens=None, max_image_tokens=None,
+STEP_DEFAULTS = dict(grad_accum_steps=1, max_rows_per_device=None, cfg_dropout=0.1, pad_id=None, max_text_tokens=None, max_image_tokens=None,
                      # the generation modes' objective settings (`train_section`: flow -> train.flow, ...)
                      **{m.train_section: None for m in modes.MODES.values() if m.train_section})
 DATA_AXES = ("data", "fsdp")
@@ -242,6 +244,25 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, PartitionSpec(data_parallel_axes(mesh) or None))
 
 
+def resolved_grad_accum(train_cfg: Mapping[str, Any] | Any, batch_size: int, mesh: Mesh) -> int:
+  """Microbatches per step: `train.grad_accum_steps`, raised (with `train.max_rows_per_device` = R) to the
+  smallest count A >= grad_accum_steps for which each device runs at most R rows at once and A x data-parallel
+  size divides the global batch. ValueError naming the settings when none does (the batch does not divide)."""
+  c = resolve_train_config(train_cfg)
+  accum, rows = int(c["grad_accum_steps"]), c["max_rows_per_device"]
+  if rows is None:
+    return accum
+  rows, dp = int(rows), data_parallel_size(mesh)
+  if rows < 1:
+    raise ValueError(f"train.max_rows_per_device must be >= 1 (or None: no limit), got {rows}.")
+  for a in range(max(accum, math.ceil(batch_size / (dp * rows))), batch_size // dp + 1):
+    if batch_size % (dp * a) == 0:
+      return a
+  raise ValueError(f"No gradient accumulation count splits the global batch {batch_size} into microbatches of at "
+                   f"most {rows} row(s) on each of the {dp} data-parallel devices (train.max_rows_per_device, "
+                   f"grad_accum_steps {accum}). Fix: make input.batch_size a multiple of {dp * accum}.")
+
+
 def check_batch_divisible(batch: Mapping[str, Any], mesh: Mesh, accum: int = 1) -> None:
   """ValueError naming the global batch, the data-parallel size and the fix when they do not divide."""
   B = batch["input_ids"].shape[0]
@@ -289,7 +310,7 @@ def compile_train_step(step_fn: Callable, state_shardings: Any, batch_shardings:
   return run
 
 
-__all__ = ["STEP_DEFAULTS", "resolve_train_config", "apply_cfg_dropout", "prepare_batch", "supervised_count",
+__all__ = ["STEP_DEFAULTS", "resolve_train_config", "resolved_grad_accum", "apply_cfg_dropout", "prepare_batch", "supervised_count",
            "update_ema", "make_train_step",
            "data_parallel_axes", "data_parallel_size", "batch_sharding", "check_batch_divisible",
            "compile_train_step"]
