@@ -20,6 +20,7 @@ import numpy as np
 from janus_jax.models.configs import JanusConfig
 from janus_jax.models import param_layout
 from janus_jax.models.janus import JanusModel, init_params
+import machine  # bench/machine.py
 from janus_jax import quantization
 from janus_jax.sampling import ar_image
 from janus_jax.sampling.ar_image import compiled_generate
@@ -147,6 +148,8 @@ def main():
   prompts = rng.integers(10, 1000, (2, 16))
   prompts[:, 0], prompts[:, -1] = 1, 7
   n = prompts.shape[0] * args.tokens
+  if jax.default_backend() == "cpu":
+    print(f"cpu: {machine.cpu_description()}")
   print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}); {n} image tokens per run "
         f"({prompts.shape[0]} prompts x {args.tokens}, CFG => {2 * prompts.shape[0]} rows)")
   print(f"dtype: {args.dtype}")

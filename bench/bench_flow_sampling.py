@@ -18,6 +18,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+import machine  # bench/machine.py
+
 from janus_jax.configs import models
 from janus_jax.models import janus, param_layout
 from janus_jax.models.configs import JanusConfig
@@ -87,6 +89,7 @@ def main() -> None:
   ap.add_argument("--checkpoint", default=None, help="a saved JanusFlow model dir: time it end to end instead")
   ap.add_argument("--prompts", nargs="*", default=None, help="with --checkpoint (default: the demo prompts)")
   args = ap.parse_args()
+  print(machine.describe())
   if args.checkpoint:
     bench_checkpoint(args)
     return

@@ -21,6 +21,8 @@ import time
 import jax
 import numpy as np
 
+import machine  # bench/machine.py
+
 from janus_jax import api
 from janus_jax.configs.common import load_config
 from janus_jax.data.prepare import train_shapes_tokenizer
@@ -97,6 +99,7 @@ def main() -> None:
   parser.add_argument("--repeats", type=int, default=5)
   parser.add_argument("--frames", type=int, default=4, help="preview frames per sample")
   args = parser.parse_args()
+  print(machine.describe())
   if not 1 <= args.prompts <= len(PROMPTS):
     parser.error(f"--prompts must be in [1, {len(PROMPTS)}]")
   print(f"{cpu_name()}, {os.cpu_count()} CPUs, jax {jax.__version__} on "

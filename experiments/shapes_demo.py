@@ -39,7 +39,7 @@ def get_config(arg=None):
   c.image_tokenizer_from = ""  # a checkpoint whose VQ / VAE this run uses instead of training one (e.g. <w>/init_model)
   # und_mc_scaffold: the share of multiple-choice turns asked open first (a curriculum for picking the option letter).
   # What was measured with these settings and left off: README, "The demo: what was tried".
-  c.data = dict(data_dir=None, config_name="tiny" if fast else arg.data_config, vocab_size=512,
+  c.data = dict(data_dir="", config_name="tiny" if fast else arg.data_config, vocab_size=512,  # "": <workdir>/data
                 und_caption_prob=0.5, und_qa_turns=3, und_mc_weight=1.0, und_mc_scaffold=0.5,
                 text_qa_turns=0, text_letter_drill=False)
 
@@ -106,6 +106,7 @@ def get_config(arg=None):
   c.optim.total_steps = steps
   c.train = ml_collections.ConfigDict(dict(
       grad_accum_steps=1, cfg_dropout=0.1,
+      max_rows_per_device=ml_collections.config_dict.placeholder(int),  # None: the whole batch at once
       pad_id=ml_collections.config_dict.placeholder(int),  # None: the tokenizer's pad id
       log_every=1 if fast else 100, checkpoint_every=0 if fast else 600, keep_checkpoints=2,
       sample_every=0 if fast else 600, sample_prompts=SAMPLE_PROMPTS,

@@ -16,7 +16,6 @@ the program with its layer scans unrolled (cost analysis counts a loop body once
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 import os
 from typing import Any, Mapping
@@ -199,22 +198,23 @@ def step_flops(cfg, optim_cfg, train: Mapping, state, batch, rng, mesh, rules) -
   return float(lowered.cost_analysis().get("flops", float("nan")))
 
 
-@functools.lru_cache(maxsize=None)
-def _main_flags():
+def parse_config(argv: list[str]):
+  """The ConfigDict of `--config=experiments/<x>.py[:arg]` and its `--config.a.b=v` overrides in `argv` (as the
+  main job reads them; ml_collections finds the override flags in the argv it is given)."""
   from absl import flags  # pylint: disable=import-outside-toplevel
   from ml_collections import config_flags  # pylint: disable=import-outside-toplevel
+  argv = ["plan"] + list(argv)
   values = flags.FlagValues()
-  config_flags.DEFINE_config_file("config", None, "experiments/<name>.py[:arg]", flag_values=values)
-  return values
+  config_flags.DEFINE_config_file("config", None, "experiments/<name>.py[:arg]", flag_values=values, sys_argv=argv)
+  values(argv)
+  return values.config
 
 
 def run(argv: list[str], num_devices: int, for_platform: str = "gpu", json_out: str | None = None) -> Plan:
   """The `janus-jax plan` command: `argv` holds `--config=...` and its `--config.a.b=v` overrides."""
   import json  # pylint: disable=import-outside-toplevel
   use_fake_devices(num_devices)
-  values = _main_flags()
-  values(["plan"] + list(argv))
-  config = values.config
+  config = parse_config(argv)
   if config is None:
     raise ValueError("janus-jax plan needs --config=experiments/<name>.py[:arg] (e.g. "
                      "--config=experiments/janus_stages.py:stage=2,family=janus_pro,size=7b).")

@@ -81,3 +81,13 @@ def test_unknown_config_key_is_named():
 def test_config_argument_overrides():
   c = load_config("experiments/janus_pro_1b.py:dtype=bfloat16,scan=false")
   assert c.model.llm.dtype == "bfloat16" and c.model.llm.scan_layers is False
+
+
+@pytest.mark.parametrize("spec", ["experiments/shapes_demo.py", "experiments/janus_stages.py:stage=2,size=shapes"])
+def test_command_line_overrides_of_data_and_input_fields(spec):
+  """--config.data.data_dir / input.workers / train.max_rows_per_device overrides parse as on the command line (a
+  None default cannot be overridden by ml_collections: every such field needs a typed default)."""
+  from janus_jax.plan import parse_config
+  c = parse_config([f"--config={spec}", "--config.data.data_dir=/data/shapes", "--config.input.workers=2",
+                    "--config.input.prefetch=0", "--config.train.max_rows_per_device=1"])
+  assert (c.data.data_dir, c.input.workers, c.input.prefetch, c.train.max_rows_per_device) == ("/data/shapes", 2, 0, 1)

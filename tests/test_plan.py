@@ -85,3 +85,14 @@ def test_auto_resolves_for_the_target_platform():
   assert (gpu.llm.dtype, gpu.llm.matmul_precision) == ("bfloat16", "default")
   assert (cpu.llm.dtype, cpu.llm.matmul_precision) == ("float32", "highest")
   assert (gpu.vq.dtype, gpu.gen_head.dtype) == ("bfloat16", "bfloat16")  # every compute part, not only the LLM
+
+
+def test_plan_table_makes_a_markdown_row_per_plan(tmp_path):
+  """`python bench/plan_table.py` (README, Fit to memory), one Shapes row."""
+  out = tmp_path / "plans.json"
+  done = subprocess.run([sys.executable, "bench/plan_table.py", "--only", "janus_pro:shapes", "--stages", "2",
+                         "--devices", "4", "--out", str(out)], capture_output=True, text=True, timeout=600)
+  assert done.returncode == 0, done.stderr[-3000:]
+  rows = [l for l in done.stdout.splitlines() if l.startswith("| janus_pro shapes | 2 | 4 |")]
+  assert len(rows) == 2  # as it finishes, and in the final table
+  assert json.loads(out.read_text())[0]["name"] == ["janus_pro", "shapes", 2]

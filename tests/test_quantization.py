@@ -73,3 +73,14 @@ def test_cli_generate_with_int8_weights_gives_the_api_tokens(ckpt, pipes, tmp_pa
 def test_unknown_qtype_is_named(tmp_path):
   with pytest.raises(ValueError, match=r"Unknown janus_jax.load\(quantize=...\)='int4': use one of int8"):
     janus_jax.load(str(tmp_path / "nowhere"), quantize="int4")
+
+
+def test_bench_float_vs_int8_runs():
+  """`python bench/bench_ar_decode.py --quantize int8` (README, Benchmark) at 16 tokens."""
+  import subprocess
+  import sys
+  done = subprocess.run([sys.executable, "bench/bench_ar_decode.py", "--quantize", "int8", "--tokens", "16",
+                         "--repeats", "1"], capture_output=True, text=True, timeout=600)
+  assert done.returncode == 0, done.stderr[-3000:]
+  assert "int8 : " in done.stdout and "x the float32 speed" in done.stdout
+  assert "same argmax at" in done.stdout and "free-running greedy grids" in done.stdout

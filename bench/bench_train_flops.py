@@ -1,0 +1,88 @@
+"""The demo's train step against this machine's fp32 matmul peak, same run.
+
+  python bench/bench_train_flops.py [--config experiments/shapes_demo.py] [--steps 20]
+
+Prints the CPU (model, vector extensions), the measured fp32 matmul peak (a 2048^3 `jnp.dot`, median of repeats),
+then the train step of the config (its model, batch and sequence length; random weights, a synthetic batch of its
+shapes): ms/step, steps/s, FLOPs per step (XLA's cost analysis of the step with its layer scans unrolled) and the
+achieved FLOP/s as a share of that peak.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import machine  # bench/machine.py
+from janus_jax import plan, sharding
+from janus_jax.configs import common
+from janus_jax.train import batch as batch_lib, state as state_lib, step as step_lib
+from janus_jax.train.inputs import model_config
+
+
+def matmul_peak(n: int = 2048, repeats: int = 10) -> float:
+  """FLOP/s of a compiled fp32 n x n x n matmul (median)."""
+  a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.float32)
+  b = jax.random.normal(jax.random.PRNGKey(1), (n, n), jnp.float32)
+  dot = jax.jit(lambda x, y: jnp.dot(x, y, precision=jax.lax.Precision.HIGHEST))
+  dot(a, b).block_until_ready()
+  times = []
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    dot(a, b).block_until_ready()
+    times.append(time.perf_counter() - t0)
+  return 2 * n ** 3 / statistics.median(times)
+
+
+def train_step_rate(config_spec: str, steps: int) -> tuple[float, float]:
+  """(seconds per step, FLOPs per step) of the config's train step on a synthetic batch of its shapes."""
+  config = common.load_config(config_spec)
+  cfg = model_config(config)
+  train = dict(config.train.to_dict(), pad_id=0)
+  mesh = sharding.make_mesh([tuple(x) for x in config.mesh])
+  rules = [tuple(r) for r in config.sharding_rules]
+  shardings = state_lib.state_shardings(cfg, config.optim, mesh, rules)
+  state = state_lib.create_sharded_train_state(cfg, config.optim, shardings, rng=jax.random.PRNGKey(0))
+  packed = bool(config.input.packing.enabled) if "packing" in config.input else False
+  batch = batch_lib.synthetic_batch(cfg, int(config.input.batch_size), int(config.input.seq_len), 0, gen_pixels=True,
+                                    segments=packed)
+  batch_sharding = step_lib.batch_sharding(mesh)
+  batch = jax.device_put(batch, batch_sharding)
+  run = step_lib.compile_train_step(step_lib.make_train_step(cfg, train), shardings, batch_sharding, mesh, rules)
+  rng = jax.random.PRNGKey(1)
+  state, metrics = run(state, batch, rng)  # compile
+  jax.block_until_ready(metrics)
+  times = []
+  for _ in range(steps):
+    t0 = time.perf_counter()
+    state, metrics = run(state, batch, rng)
+    jax.block_until_ready(metrics)
+    times.append(time.perf_counter() - t0)
+  abstract = lambda tree: jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype), tree)
+  flops = plan.step_flops(cfg, config.optim, train, abstract(state), abstract(batch),
+                          jax.ShapeDtypeStruct((2,), "uint32"), mesh, rules)
+  return statistics.median(times), flops
+
+
+def main(argv=None) -> None:
+  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+  p.add_argument("--config", default="experiments/shapes_demo.py")
+  p.add_argument("--steps", type=int, default=20)
+  p.add_argument("--matmul-size", type=int, default=2048)
+  args = p.parse_args(argv)
+  print(f"cpu: {machine.cpu_description()}; jax {jax.__version__}, {jax.device_count()} {jax.default_backend()} "
+        "device(s)", flush=True)
+  peak = matmul_peak(args.matmul_size)
+  print(f"fp32 matmul peak ({args.matmul_size}^3, highest precision): {peak / 1e9:.1f} GFLOP/s", flush=True)
+  seconds, flops = train_step_rate(args.config, args.steps)
+  print(f"train step ({args.config}): {1e3 * seconds:.1f} ms/step ({1 / seconds:.2f} steps/s), "
+        f"{flops / 1e9:.2f} GFLOP/step -> {flops / seconds / 1e9:.1f} GFLOP/s = {flops / seconds / peak:.1%} of the "
+        "matmul peak")
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,26 @@
+"""The CPU benchmark scripts the README names, at their smallest: they run and print their figures."""
+import re
+import subprocess
+import sys
+
+
+def _run(*args):
+  done = subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=600)
+  assert done.returncode == 0, done.stderr[-3000:]
+  return done.stdout
+
+
+def test_profile_ar_decode_takes_the_loop_apart():
+  out = _run("bench/profile_ar_decode.py", "--tokens", "16", "--repeats", "1")
+  assert out.startswith("cpu: ")
+  ms = {m.group(1): float(m.group(2)) for m in re.finditer(r"^  (full|llm|head|embed)\s+([0-9.]+)", out, re.M)}
+  assert set(ms) == {"full", "llm", "head", "embed"} and all(v > 0 for v in ms.values())
+  assert "floors: weights read per step" in out and "GB/s" in out
+
+
+def test_train_step_flops_against_the_matmul_peak():
+  out = _run("bench/bench_train_flops.py", "--config", "experiments/shapes_demo.py:fast=True", "--steps", "2",
+             "--matmul-size", "512")
+  assert out.startswith("cpu: ") and "fp32 matmul peak" in out
+  share = re.search(r"= ([0-9.]+)% of the matmul peak", out)
+  assert share and 0 < float(share.group(1)) < 100
