@@ -114,7 +114,8 @@ def main(argv=None) -> None:
   nbytes = lambda tree: sum(sum(x.nbytes for x in jax.tree.leaves(leaf)) for leaf in leaves(tree))
   step_weights = nbytes({k: v for k, v in params["language_model"]["model"].items() if k != "embed_tokens"}) + \
       nbytes(params["gen_head"]) + nbytes(params["gen_aligner"])
-  macs = sum(np.prod(leaf.shape if not quantization.is_quantized_leaf(leaf) else leaf.qvalue.shape)
+  shape = lambda leaf: getattr(getattr(leaf, "weights", leaf), "qvalue", leaf).shape
+  macs = sum(np.prod(shape(leaf))
              for tree in (params["language_model"]["model"], params["gen_head"], params["gen_aligner"])
              for leaf in leaves(tree) if getattr(leaf, "ndim", 2) == 2)
   bandwidth, peak = memory_bandwidth(), matmul_peak(1024)

@@ -145,8 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
                  help="compute dtype (auto: bfloat16 on GPU/TPU, as stored on CPU)")
   u.add_argument("--matmul-precision", default="auto", choices=["auto", "highest", "high", "default"],
                  help="matmul precision (auto: highest on CPU, default on GPU/TPU)")
-  u.add_argument("--quantize", default=None, choices=["int8"],
-                 help="weight-only int8 LLM and image-head matmuls (decode; default: float weights)")
+  u.add_argument("--quantize", default=None, choices=["int8", "int8_dynamic"],
+                 help="int8 LLM and image-head matmul weights for decoding (int8_dynamic: activations too, per "
+                 "row; default: float)")
   u.set_defaults(fn=_understand)
 
   g = sub.add_parser("generate", help="text-to-image")
@@ -172,8 +173,9 @@ def build_parser() -> argparse.ArgumentParser:
                  help="compute dtype (auto: bfloat16 on GPU/TPU, as stored on CPU)")
   g.add_argument("--matmul-precision", default="auto", choices=["auto", "highest", "high", "default"],
                  help="matmul precision (auto: highest on CPU, default on GPU/TPU)")
-  g.add_argument("--quantize", default=None, choices=["int8"],
-                 help="weight-only int8 LLM and image-head matmuls (decode; default: float weights)")
+  g.add_argument("--quantize", default=None, choices=["int8", "int8_dynamic"],
+                 help="int8 LLM and image-head matmul weights for decoding (int8_dynamic: activations too, per "
+                 "row; default: float)")
   g.add_argument("--preview-every", type=int, default=0, help="stream a partial image every K tokens / ODE steps")
   g.add_argument("--preview-out", default=None, help="with --preview-every: write frame_<step>.png and preview.gif here")
   g.add_argument("--quiet", action="store_true")

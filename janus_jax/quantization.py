@@ -11,13 +11,23 @@ float params.
 """
 from __future__ import annotations
 
+import dataclasses
 import sys
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 
-QTYPES = {"int8": jnp.int8}
+# "int8": weight-only (activations stay float); "int8_dynamic": int8 weights and, at every matmul, int8 activations
+# with one absmax scale per row (dynamic range), int8 x int8 -> int32 products (what CPUs' VNNI units run).
+QTYPES = {"int8": jnp.int8, "int8_dynamic": jnp.int8}
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass
+class DynamicRange:
+  """A quantized kernel whose matmul also quantizes its input per row ("int8_dynamic")."""
+  weights: Any  # qwix.QArray
 QUANTIZED = ("language_model", "gen_head")  # top-level param subtrees whose Dense kernels are quantized
 
 
@@ -42,7 +52,8 @@ def quantize_weights(params: dict[str, Any], qtype: str = "int8") -> dict[str, A
       if tree.ndim != 2:
         raise ValueError(f"{'/'.join(path)} has shape {tuple(tree.shape)}: quantize the decoding layout (unrolled "
                          "layers, janus_jax.models.param_layout.for_decoding), not the scanned training one.")
-      return qwix.quantize(jnp.asarray(tree), QTYPES[qtype], channelwise_axes=[1])
+      q = qwix.quantize(jnp.asarray(tree), QTYPES[qtype], channelwise_axes=[1])
+      return DynamicRange(q) if qtype == "int8_dynamic" else q
     return tree
 
   return visit(dict(params), ())
@@ -51,7 +62,7 @@ def quantize_weights(params: dict[str, Any], qtype: str = "int8") -> dict[str, A
 def is_quantized_leaf(x: Any) -> bool:
   """Is `x` a qwix QArray? (Without qwix imported, nothing can be one.)"""
   qwix = sys.modules.get("qwix")
-  return qwix is not None and isinstance(x, qwix.QArray)
+  return isinstance(x, DynamicRange) or (qwix is not None and isinstance(x, qwix.QArray))
 
 
 def quantized_paths(params: dict[str, Any]) -> list[str]:
@@ -68,8 +79,24 @@ def einsum(spec: str, x: jax.Array, kernel: Any, **kwargs) -> jax.Array:
   into the matmul's operand, so each step reads int8 weights (CPU: 4x fewer bytes than float32)."""
   if not is_quantized_leaf(kernel):
     return jnp.einsum(spec, x, kernel, **kwargs)
+  if isinstance(kernel, DynamicRange):
+    return _dynamic_range_einsum(spec, x, kernel.weights, kwargs.get("preferred_element_type"))
   if kernel.qvalue.ndim != 2 or kernel.zero_point is not None or kernel.scale.shape != (1, kernel.qvalue.shape[1]):
     raise ValueError(f"Quantized kernels must be [in, out] with one symmetric scale per output channel; got values "
                      f"{kernel.qvalue.shape} and scale {kernel.scale.shape}.")
   y = jnp.einsum(spec, x, kernel.qvalue.astype(x.dtype), **kwargs)
   return y * kernel.scale[0].astype(y.dtype)
+
+
+def _dynamic_range_einsum(spec: str, x: jax.Array, kernel: Any, out_dtype=None) -> jax.Array:
+  """x float[..., in] quantized to int8 per row (absmax), times int8 kernel [in, out], int32 accumulation, both
+  scales applied to the result."""
+  if spec != "...i,io->...o":
+    raise ValueError(f"int8_dynamic supports the Dense contraction '...i,io->...o', not {spec!r}.")
+  xf = x.astype(jnp.float32)
+  x_scale = jnp.maximum(jnp.max(jnp.abs(xf), axis=-1, keepdims=True), 1e-30) / 127.0
+  xq = jnp.clip(jnp.round(xf / x_scale), -127, 127).astype(jnp.int8)
+  acc = jax.lax.dot_general(xq, kernel.qvalue, (((xq.ndim - 1,), (0,)), ((), ())),
+                            preferred_element_type=jnp.int32)
+  y = acc.astype(jnp.float32) * x_scale * kernel.scale[0].astype(jnp.float32)
+  return y.astype(out_dtype or x.dtype)
