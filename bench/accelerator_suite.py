@@ -3,6 +3,7 @@
   python bench/accelerator_suite.py                 # on a GPU / TPU: every case at the released shapes
   python bench/accelerator_suite.py --size tiny     # the CPU smoke run (CI): same code, tiny shapes
   python bench/accelerator_suite.py --only decode   # decode | flow | train (repeatable)
+  python bench/accelerator_suite.py --only decode --quantize int8   # also int8 weights (int8_dynamic too)
 
 Cases (each in its own process, so each peak-memory figure is its own):
   decode  Janus-Pro-1B and -7B AR image decode, 576 tokens, CFG (2 rows per image), 1 and 16 images: ms per step
@@ -29,7 +30,7 @@ DEVICE_PEAKS = {"H100": (3.35e12, 989e12), "H200": (4.8e12, 989e12), "A100": (2.
 SIZES = {
     "released": dict(decode=(("janus_pro_1b", (1, 16)), ("janus_pro_7b", (1, 16))), flow="janusflow_1_3b",
                      train="janus_pro:1b", seq_len=4096, train_rows=1, steps=30, repeats=3),
-    "tiny": dict(decode=(("janus_tiny", (1, 2)),), flow="janusflow_tiny", train="janus_pro:shapes", seq_len=64,
+    "tiny": dict(decode=(("janus_tiny", (2,)),), flow="janusflow_tiny", train="janus_pro:shapes", seq_len=64,
                  train_rows=2, steps=3, repeats=1),
 }
 PROMPT_TOKENS = 32
@@ -64,6 +65,7 @@ def _model(name: str, dtype: str = "bfloat16"):
 
 
 def _bytes(tree) -> int:
+  """Bytes of a param tree (quantized kernels count their int8 values and scales)."""
   import jax  # pylint: disable=import-outside-toplevel
   return int(sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(tree)))
 
@@ -82,8 +84,9 @@ def _prompts(rows: int, vocab: int):
   return ids
 
 
-def case_decode(name: str, images: int, repeats: int) -> dict:
-  """Greedy AR decode of `images` images with CFG: ms per step and the HBM floor."""
+def case_decode(name: str, images: int, repeats: int, qtype: str = "none") -> dict:
+  """Greedy AR decode of `images` images with CFG (weights quantized to `qtype` unless "none"): ms per step and the
+  HBM floor of the bytes it reads."""
   import jax  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
   from janus_jax.models import param_layout  # pylint: disable=import-outside-toplevel
@@ -92,6 +95,9 @@ def case_decode(name: str, images: int, repeats: int) -> dict:
   cfg = _model(name)
   params = jax.jit(lambda k: init_params(cfg, k))(jax.random.PRNGKey(0))
   params, cfg = param_layout.for_decoding(params, cfg)
+  if qtype != "none":
+    from janus_jax import quantization  # pylint: disable=import-outside-toplevel
+    params = quantization.quantize_weights(params, qtype)
   ids = _prompts(images, cfg.llm.vocab_size)
   ids = jnp.asarray(ids.tolist() + [[1] + [0] * (PROMPT_TOKENS - 1)] * images)  # conditional + unconditional rows
   run = compiled_generate(JanusModel(cfg), greedy=True)
@@ -107,7 +113,8 @@ def case_decode(name: str, images: int, repeats: int) -> dict:
   kv_per_token = 2 * llm.num_layers * llm.num_kv_heads * llm.resolved_head_dim * 2  # bf16 K and V
   step_bytes = weights + 2 * images * (PROMPT_TOKENS + n / 2) * kv_per_token
   bandwidth, _ = _peaks()
-  return dict(case=f"decode {name} {images} image(s) ({2 * images} rows)", ms_per_step=1e3 * seconds / n,
+  suffix = "" if qtype == "none" else f", {qtype} weights"
+  return dict(case=f"decode {name} {images} image(s) ({2 * images} rows){suffix}", ms_per_step=1e3 * seconds / n,
               floor_ms=1e3 * step_bytes / bandwidth if bandwidth else None, seconds_per_image=seconds / images)
 
 
@@ -178,7 +185,7 @@ def case_train(name: str, seq_len: int, rows: int, repeats: int) -> dict:
 def run_case(spec: list[str]) -> dict:
   kind, *rest = spec
   if kind == "decode":
-    out = case_decode(rest[0], int(rest[1]), int(rest[2]))
+    out = case_decode(rest[0], int(rest[1]), int(rest[2]), rest[3] if len(rest) > 3 else "none")
   elif kind == "flow":
     out = case_flow(rest[0], int(rest[1]), int(rest[2]))
   else:
@@ -211,6 +218,8 @@ def main(argv=None) -> int:
   p.add_argument("--size", default="released", choices=sorted(SIZES))
   p.add_argument("--only", action="append", choices=["decode", "flow", "train"], default=None)
   p.add_argument("--json", default=None, help="also write the results here")
+  p.add_argument("--quantize", action="append", default=[], choices=["int8", "int8_dynamic"],
+                 help="also run every decode case with these weights (repeatable)")
   p.add_argument("--case", nargs="+", default=None, help=argparse.SUPPRESS)  # one case, in this process
   args = p.parse_args(argv)
   if args.case:
@@ -225,7 +234,8 @@ def main(argv=None) -> int:
   cases = []
   only = args.only or ["decode", "flow", "train"]
   if "decode" in only:
-    cases += [["decode", name, str(n), str(s["repeats"])] for name, counts in s["decode"] for n in counts]
+    cases += [["decode", name, str(n), str(s["repeats"]), q] for name, counts in s["decode"] for n in counts
+              for q in ["none"] + args.quantize]
   if "flow" in only:
     cases.append(["flow", s["flow"], str(s["steps"]), str(s["repeats"])])
   if "train" in only:
