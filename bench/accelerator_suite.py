@@ -19,10 +19,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
-import time
+
+import timing  # bench/timing.py
 
 # device_kind substring -> (HBM bytes/s, dense bf16 FLOP/s); performance.md section 4.1.
 DEVICE_PEAKS = {"H100": (3.35e12, 989e12), "H200": (4.8e12, 989e12), "A100": (2.0e12, 312e12),
@@ -46,16 +46,6 @@ def _peak_memory() -> int | None:
   import jax  # pylint: disable=import-outside-toplevel
   stats = jax.devices()[0].memory_stats() or {}
   return stats.get("peak_bytes_in_use")
-
-
-def _median_time(fn, repeats: int) -> float:
-  fn()  # compile + warm-up
-  times = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - t0)
-  return statistics.median(times)
 
 
 def _model(name: str, dtype: str = "bfloat16"):
@@ -103,7 +93,7 @@ def case_decode(name: str, images: int, repeats: int, qtype: str = "none") -> di
   run = compiled_generate(JanusModel(cfg), greedy=True)
   args = (params, ids, jnp.ones(ids.shape, bool), jax.random.PRNGKey(0), jnp.float32(5.0), jnp.float32(1.0),
           jnp.float32(1.0))
-  seconds = _median_time(lambda: run(*args).block_until_ready(), repeats)
+  seconds = timing.median_seconds(lambda: run(*args).block_until_ready(), repeats)
   n = cfg.num_image_tokens
   read = {k: v for k, v in params.items() if k not in ("vision_model", "aligner", "gen_vision_model")}
   weights = _bytes(read.get("language_model", {}).get("model", {})) + sum(
@@ -135,7 +125,7 @@ def case_flow(name: str, steps: int, repeats: int) -> dict:
   z0 = jax.random.normal(jax.random.PRNGKey(1), flow_image.latent_shape(cfg, 1))
   args = (params, ids, valid, z0, jnp.float32(2.0), jnp.int32(0))
   run = flow_image.compiled_flow_generate(model, num_steps=steps)
-  seconds = _median_time(lambda: run(*args).block_until_ready(), repeats)
+  seconds = timing.median_seconds(lambda: run(*args).block_until_ready(), repeats)
   # XLA counts a loop body once: a 1-step program is prefill + one step; the prefill is counted once in total.
   one = flow_image.compiled_flow_generate(model, num_steps=1).lower(*args).cost_analysis()["flops"]
   prefill = 2 * 2 * (ids.shape[1] - 1) * _llm_params(params)  # 2 FLOPs per weight, 2 rows, the prompt tokens
@@ -147,37 +137,18 @@ def case_flow(name: str, steps: int, repeats: int) -> dict:
 
 def case_train(name: str, seq_len: int, rows: int, repeats: int) -> dict:
   """One train step of the stage-2 config of `name` ("family:size"), `rows` rows of `seq_len` tokens per device
-  (und / t2i / text rows), bf16 compute: tokens/s and MFU."""
+  (und / t2i / text rows), bf16 compute, FSDP over every device: tokens/s and MFU."""
   import jax  # pylint: disable=import-outside-toplevel
-  from janus_jax import plan, sharding  # pylint: disable=import-outside-toplevel
+  import bench_train_flops  # pylint: disable=import-outside-toplevel  # bench/bench_train_flops.py
   from janus_jax.configs import common  # pylint: disable=import-outside-toplevel
-  from janus_jax.train import batch as batch_lib, state as state_lib, step as step_lib  # pylint: disable=import-outside-toplevel
-  from janus_jax.train.inputs import model_config  # pylint: disable=import-outside-toplevel
   family, size = name.split(":")
   config = common.load_config(f"experiments/janus_stages.py:stage=2,family={family},size={size},dtype=bfloat16,"
                               "precision=default")
-  cfg = model_config(config)
-  train = dict(config.train.to_dict(), pad_id=0, grad_accum_steps=1)
-  mesh = sharding.make_mesh([("data", 1), ("fsdp", -1), ("tensor", 1)])
-  shardings = state_lib.state_shardings(cfg, config.optim, mesh)
-  state = state_lib.create_sharded_train_state(cfg, config.optim, shardings, rng=jax.random.PRNGKey(0))
-  batch = batch_lib.synthetic_batch(cfg, rows * jax.device_count(), seq_len, 0, gen_pixels=True)
-  batch_sharding = step_lib.batch_sharding(mesh)
-  batch = jax.device_put(batch, batch_sharding)
-  run = step_lib.compile_train_step(step_lib.make_train_step(cfg, train), shardings, batch_sharding, mesh)
-  rng = jax.random.PRNGKey(1)
-  holder = [state]
-
-  def once():
-    holder[0], metrics = run(holder[0], batch, rng)
-    jax.block_until_ready(metrics)
-
-  seconds = _median_time(once, repeats)
-  abstract = lambda tree: jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), tree)
-  flops = plan.step_flops(cfg, config.optim, train, abstract(holder[0]), abstract(batch),
-                          jax.ShapeDtypeStruct((2,), "uint32"), mesh, sharding.DEFAULT_RULES)
+  config.input.batch_size, config.input.seq_len = rows * jax.device_count(), seq_len
+  config.mesh = (("data", 1), ("fsdp", -1), ("tensor", 1))
+  seconds, flops = bench_train_flops.train_step_rate(config, repeats)
   _, peak = _peaks()
-  tokens = batch["input_ids"].size
+  tokens = config.input.batch_size * seq_len
   return dict(case=f"train {name} stage 2, {rows} row(s) x {seq_len} tokens per device", tokens_per_s=tokens / seconds,
               step_ms=1e3 * seconds, mfu=flops / seconds / (peak * jax.device_count()) if peak else None)
 

@@ -10,14 +10,13 @@ achieved FLOP/s as a share of that peak.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 import machine  # bench/machine.py
+import timing  # bench/timing.py
 from janus_jax import plan, sharding
 from janus_jax.configs import common
 from janus_jax.train import batch as batch_lib, state as state_lib, step as step_lib
@@ -29,20 +28,15 @@ def matmul_peak(n: int = 2048, repeats: int = 10) -> float:
   a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.float32)
   b = jax.random.normal(jax.random.PRNGKey(1), (n, n), jnp.float32)
   dot = jax.jit(lambda x, y: jnp.dot(x, y, precision=jax.lax.Precision.HIGHEST))
-  dot(a, b).block_until_ready()
-  times = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    dot(a, b).block_until_ready()
-    times.append(time.perf_counter() - t0)
-  return 2 * n ** 3 / statistics.median(times)
+  return 2 * n ** 3 / timing.median_seconds(lambda: dot(a, b).block_until_ready(), repeats)
 
 
-def train_step_rate(config_spec: str, steps: int) -> tuple[float, float]:
-  """(seconds per step, FLOPs per step) of the config's train step on a synthetic batch of its shapes."""
-  config = common.load_config(config_spec)
+def train_step_rate(config, steps: int) -> tuple[float, float]:
+  """(seconds per step, FLOPs per step) of the train step of `config` (a spec "experiments/x.py[:arg]" or a
+  ConfigDict) on a synthetic batch of its shapes, the whole batch in one forward/backward."""
+  config = common.load_config(config) if isinstance(config, str) else config
   cfg = model_config(config)
-  train = dict(config.train.to_dict(), pad_id=0)
+  train = dict(config.train.to_dict(), pad_id=0, grad_accum_steps=1, max_rows_per_device=None)
   mesh = sharding.make_mesh([tuple(x) for x in config.mesh])
   rules = [tuple(r) for r in config.sharding_rules]
   shardings = state_lib.state_shardings(cfg, config.optim, mesh, rules)
@@ -54,18 +48,18 @@ def train_step_rate(config_spec: str, steps: int) -> tuple[float, float]:
   batch = jax.device_put(batch, batch_sharding)
   run = step_lib.compile_train_step(step_lib.make_train_step(cfg, train), shardings, batch_sharding, mesh, rules)
   rng = jax.random.PRNGKey(1)
-  state, metrics = run(state, batch, rng)  # compile
-  jax.block_until_ready(metrics)
-  times = []
-  for _ in range(steps):
-    t0 = time.perf_counter()
-    state, metrics = run(state, batch, rng)
+  holder = [state]
+
+  def once():
+    holder[0], metrics = run(holder[0], batch, rng)
     jax.block_until_ready(metrics)
-    times.append(time.perf_counter() - t0)
+
+  seconds = timing.median_seconds(once, steps)
+  state = holder[0]
   abstract = lambda tree: jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype), tree)
   flops = plan.step_flops(cfg, config.optim, train, abstract(state), abstract(batch),
                           jax.ShapeDtypeStruct((2,), "uint32"), mesh, rules)
-  return statistics.median(times), flops
+  return seconds, flops
 
 
 def main(argv=None) -> None:

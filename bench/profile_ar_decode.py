@@ -15,8 +15,6 @@ streaming sum of a 512 MiB array), and the step's FLOPs over the measured fp32 m
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import jax
 import jax.numpy as jnp
@@ -24,6 +22,7 @@ import numpy as np
 
 import bench_ar_decode  # bench/bench_ar_decode.py: the bench model and prompts
 import machine  # bench/machine.py
+import timing  # bench/timing.py
 from bench_train_flops import matmul_peak
 from janus_jax import quantization
 from janus_jax.models.janus import JanusModel
@@ -33,13 +32,7 @@ from janus_jax.sampling.sample import cfg_combine
 
 
 def _time(fn, repeats: int) -> float:
-  jax.block_until_ready(fn())
-  times = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    jax.block_until_ready(fn())
-    times.append(time.perf_counter() - t0)
-  return statistics.median(times)
+  return timing.median_seconds(lambda: jax.block_until_ready(fn()), repeats)
 
 
 def memory_bandwidth(mib: int = 512, repeats: int = 5) -> float:
