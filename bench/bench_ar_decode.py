@@ -10,7 +10,6 @@ greedy. Prints tokens/s for both (median of --repeats runs after one warm-up/com
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 
 import jax
@@ -21,6 +20,7 @@ from janus_jax.models.configs import JanusConfig
 from janus_jax.models import param_layout
 from janus_jax.models.janus import JanusModel, init_params
 import machine  # bench/machine.py
+import timing  # bench/timing.py
 from janus_jax import quantization
 from janus_jax.sampling import ar_image
 from janus_jax.sampling.ar_image import compiled_generate
@@ -59,12 +59,7 @@ def _time_loop(model, params, ids, repeats: int, label: str) -> tuple[float, np.
   t0 = time.perf_counter()
   codes = run(*args).block_until_ready()
   print(f"  {label} compile + first run: {time.perf_counter() - t0:.1f} s")
-  times = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    codes = run(*args).block_until_ready()
-    times.append(time.perf_counter() - t0)
-  return statistics.median(times), np.asarray(codes)
+  return timing.median_seconds(lambda: run(*args).block_until_ready(), repeats, warmup=False), np.asarray(codes)
 
 
 def bench_jax(tokens: int, prompts: np.ndarray, repeats: int, dtype: str = "float32") -> tuple[float, np.ndarray]:
@@ -126,12 +121,7 @@ def bench_torch(tokens: int, prompts: np.ndarray, repeats: int, dtype: str = "fl
   t0 = time.perf_counter()
   once()
   print(f"  transformers warm-up run: {time.perf_counter() - t0:.1f} s")
-  times = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    once()
-    times.append(time.perf_counter() - t0)
-  return statistics.median(times)
+  return timing.median_seconds(once, repeats, warmup=False)
 
 
 def main():
