@@ -65,32 +65,21 @@ def test_main_job_fast(tmp_path):
   assert "understanding" in json.load(open(tmp_path / "cli_eval.json"))
 
 
-def test_main_job_fast_flow(tmp_path):
-  """Flow mode through the same job: KL-VAE instead of VQ, JanusFlow training (RF + REPA + EMA), the same
-  Shapes-GenEval and understanding evaluation."""
-  summary = main.run_all(_fast(",gen=flow"), str(tmp_path))
-  assert summary["generation_mode"] == "flow"
+@pytest.mark.parametrize("gen,rf_metrics", [("flow", {"train/loss_rf", "train/loss_repa"}),
+                                             ("ar_continuous", {"train/loss_rf", "train/loss_text"})])
+def test_main_job_fast_kl_vae_modes(tmp_path, gen, rf_metrics):
+  """The two KL-VAE modes through the same job: KL-VAE instead of VQ, then JanusFlow training (RF + REPA + EMA) or
+  the continuous-token Janus (text CE + the flow head's per-token RF loss; `make demo GEN=ar_continuous` at tiny
+  size), the same Shapes-GenEval and understanding evaluation."""
+  summary = main.run_all(_fast(f",gen={gen}"), str(tmp_path))
+  assert summary["generation_mode"] == gen
   assert summary["vae"]["psnr"] > 0 and summary["vae"]["scaling_factor"] > 0
   saved = json.load(open(tmp_path / "eval.json"))
   assert set(saved["trained"]["generation"]) >= {"single_object", "colors", "overall"}
   assert 0.0 <= saved["trained"]["understanding"]["overall"] <= 1.0
   assert (tmp_path / "samples.png").is_file()
   rows = [json.loads(l) for l in open(tmp_path / "janus" / "metrics.jsonl")]
-  assert {"train/loss_rf", "train/loss_repa"} <= set(rows[-1])
-
-
-def test_main_job_fast_ar_continuous(tmp_path):
-  """The third mode through the same job (`make demo GEN=ar_continuous` at tiny size): KL-VAE, continuous-token
-  Janus (text CE + the flow head's per-token RF loss), the same Shapes-GenEval and understanding evaluation."""
-  summary = main.run_all(_fast(",gen=ar_continuous"), str(tmp_path))
-  assert summary["generation_mode"] == "ar_continuous"
-  assert summary["vae"]["psnr"] > 0 and summary["vae"]["scaling_factor"] > 0
-  saved = json.load(open(tmp_path / "eval.json"))
-  assert set(saved["trained"]["generation"]) >= {"single_object", "colors", "overall"}
-  assert 0.0 <= saved["trained"]["understanding"]["overall"] <= 1.0
-  assert (tmp_path / "samples.png").is_file()
-  rows = [json.loads(l) for l in open(tmp_path / "janus" / "metrics.jsonl")]
-  assert {"train/loss_rf", "train/loss_text"} <= set(rows[-1]) and np.isfinite(rows[-1]["train/loss_rf"])
+  assert rf_metrics <= set(rows[-1]) and np.isfinite(rows[-1]["train/loss_rf"])
 
 
 def test_drill_config_trains_the_letter_drill_alone():

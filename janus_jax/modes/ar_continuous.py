@@ -9,7 +9,6 @@ The image tokenizer is the KL-VAE, trained as in the flow mode.
 """
 from __future__ import annotations
 
-from janus_jax.modes.base import Objective
 from janus_jax.modes.kl_vae_tokenizer import KLVAETokenizer
 
 STAGES = {
@@ -51,26 +50,12 @@ class ArContinuous(KLVAETokenizer):
     return out
 
   def objective(self, cfg, train_cfg):
-    from janus_jax.train import continuous_losses as cl, step  # pylint: disable=import-outside-toplevel
-    c = cl.resolve_continuous_config(train_cfg.get("continuous"))
-    max_text = train_cfg["max_text_tokens"]
-
-    def normalizers(batch):
-      return step.supervised_count(batch["text_loss_mask"], max_text), cl.generated_token_count(batch)
-
-    def loss(model, params, micro, rng, norms):
-      sums = model.apply({"params": params}, micro, rng, c, max_text, method=cl.continuous_loss_sums)
-      return cl.total_continuous_loss(sums, *norms, c), sums
-
-    def check_trainable(trainable):
-      if any(p.startswith("vae/") for p in trainable):
-        return ("ar_continuous: the VAE must stay frozen (its latents are the tokens the model predicts). Fix: add "
-                "'vae/.*' to optim.frozen (the stage sets do).")
-      return None
-
-    return Objective(mask_dropped_prompts=False, normalizers=normalizers, prepare=lambda model, params, micro: micro,
-                     loss=loss, zero_sums=cl.ContinuousSums.zeros, metrics=lambda sums: cl.continuous_metrics(sums, c),
-                     check_trainable=check_trainable)
+    from janus_jax.train import continuous_losses as cl  # pylint: disable=import-outside-toplevel
+    return self.latent_objective(
+        loss_sums=cl.continuous_loss_sums, total_loss=cl.total_continuous_loss, zero_sums=cl.ContinuousSums.zeros,
+        metrics=cl.continuous_metrics, settings=cl.resolve_continuous_config(train_cfg.get("continuous")),
+        max_text=train_cfg["max_text_tokens"], latent_count=cl.generated_token_count, mask_dropped_prompts=False,
+        vae_role="its latents are the tokens the model predicts")
 
   def generate(self, model, params, cfg, tokenizer, template, prompts, *, num_images, cfg_weight, seed, progress,
                mesh, rules, preview_every=0, on_preview=None, **options):

@@ -7,7 +7,6 @@ repa_projector (training only); the Linen class is `janus_jax.models.janus_flow.
 """
 from __future__ import annotations
 
-from janus_jax.modes.base import Objective
 from janus_jax.modes.kl_vae_tokenizer import KLVAETokenizer
 
 # JanusFlow stages (janus_models.md 5.3); the VAE (`vae/`) is always frozen.
@@ -83,27 +82,16 @@ class Flow(KLVAETokenizer):
 
   def objective(self, cfg, train_cfg):
     import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
-    from janus_jax.train import flow_losses, step  # pylint: disable=import-outside-toplevel
-    fc = flow_losses.resolve_flow_config(train_cfg["flow"])
-    max_text = train_cfg["max_text_tokens"]
+    from janus_jax.train import flow_losses  # pylint: disable=import-outside-toplevel
 
-    def normalizers(batch):
-      rows = batch.get("has_gen_image", batch["gen_image_mask"].any(axis=1))
-      return step.supervised_count(batch["text_loss_mask"], max_text), jnp.sum(rows).astype(jnp.float32)
+    def image_rows(batch):  # the rows with a generated image, after CFG dropout
+      return jnp.sum(batch.get("has_gen_image", batch["gen_image_mask"].any(axis=1))).astype(jnp.float32)
 
-    def loss(model, params, micro, rng, norms):
-      sums = model.apply({"params": params}, micro, rng, fc, max_text, method=flow_losses.flow_loss_sums)
-      return flow_losses.total_flow_loss(sums, *norms, fc), sums
-
-    def check_trainable(trainable):
-      if any(p.startswith("vae/") for p in trainable):
-        return ("Flow mode: the VAE must stay frozen (its latents are the regression targets). Fix: add 'vae/.*' to "
-                "optim.frozen (the JanusFlow stage configs do).")
-      return None
-
-    return Objective(mask_dropped_prompts=True, normalizers=normalizers, prepare=lambda model, params, micro: micro,
-                     loss=loss, zero_sums=flow_losses.FlowSums.zeros, metrics=lambda sums: flow_losses.flow_metrics(
-                         sums, fc), check_trainable=check_trainable)
+    return self.latent_objective(
+        loss_sums=flow_losses.flow_loss_sums, total_loss=flow_losses.total_flow_loss,
+        zero_sums=flow_losses.FlowSums.zeros, metrics=flow_losses.flow_metrics,
+        settings=flow_losses.resolve_flow_config(train_cfg["flow"]), max_text=train_cfg["max_text_tokens"],
+        latent_count=image_rows, mask_dropped_prompts=True, vae_role="its latents are the regression targets")
 
 
 __all__ = ["Flow", "STAGES"]
