@@ -122,6 +122,23 @@ def _plan(args) -> int:
   return 0
 
 
+def _mode_defaults(key: str) -> str:
+  """The generation modes' default for sampler setting `key`, e.g. '5 ar_vq / 2 flow / 2 ar_continuous'."""
+  from janus_jax import modes
+  return " / ".join(f"{m.sampling[key]:g} {name}" for name, m in modes.MODES.items() if key in m.sampling)
+
+
+def _add_compute_options(p: argparse.ArgumentParser) -> None:
+  """--dtype, --matmul-precision and --quantize: how a loaded model computes (`janus_jax.load`'s arguments)."""
+  p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"],
+                 help="compute dtype (auto: bfloat16 on GPU/TPU, as stored on CPU)")
+  p.add_argument("--matmul-precision", default="auto", choices=["auto", "highest", "high", "default"],
+                 help="matmul precision (auto: highest on CPU, default on GPU/TPU)")
+  p.add_argument("--quantize", default=None, choices=["int8", "int8_dynamic"],
+                 help="int8 LLM and image-head matmul weights for decoding (int8_dynamic: activations too, per "
+                 "row; default: float)")
+
+
 def build_parser() -> argparse.ArgumentParser:
   p = argparse.ArgumentParser(prog="janus-jax", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
   sub = p.add_subparsers(dest="command", required=True)
@@ -141,22 +158,18 @@ def build_parser() -> argparse.ArgumentParser:
   u.add_argument("--max-new-tokens", type=int, default=None,
                  help="answer length limit (default: what the model's context leaves after the prompt, at most 512)")
   u.add_argument("--seed", type=int, default=0)
-  u.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"],
-                 help="compute dtype (auto: bfloat16 on GPU/TPU, as stored on CPU)")
-  u.add_argument("--matmul-precision", default="auto", choices=["auto", "highest", "high", "default"],
-                 help="matmul precision (auto: highest on CPU, default on GPU/TPU)")
-  u.add_argument("--quantize", default=None, choices=["int8", "int8_dynamic"],
-                 help="int8 LLM and image-head matmul weights for decoding (int8_dynamic: activations too, per "
-                 "row; default: float)")
+  _add_compute_options(u)
   u.set_defaults(fn=_understand)
 
   g = sub.add_parser("generate", help="text-to-image")
   g.add_argument("--checkpoint", required=True)
   g.add_argument("--prompt", required=True, action="append", help="repeat for several prompts")
   g.add_argument("--num-images", type=int, default=1, help="images per prompt")
-  g.add_argument("--cfg-weight", type=float, default=None, help="guidance weight (default: the mode's, 5 ar_vq / 2 "
-                 "flow)")
-  g.add_argument("--temperature", type=float, default=None, help="ar_vq: > 0 (default 1); --greedy for argmax")
+  g.add_argument("--cfg-weight", type=float, default=None,
+                 help=f"guidance weight (default: the mode's, {_mode_defaults('cfg_weight')})")
+  g.add_argument("--temperature", type=float, default=None,
+                 help=f"ar_vq: > 0, --greedy for argmax; ar_continuous: scales the initial noise (default "
+                 f"{_mode_defaults('temperature')})")
   g.add_argument("--top-k", type=int, default=None, help="ar_vq: 0 = full softmax (the default, official)")
   g.add_argument("--top-p", type=float, default=None, help="ar_vq: nucleus (default 1 = off)")
   g.add_argument("--greedy", action="store_true", help="argmax instead of sampling")
@@ -164,18 +177,13 @@ def build_parser() -> argparse.ArgumentParser:
   g.add_argument("--out", required=True, help="output directory for PNGs and grid.png")
   g.add_argument("--save-tokens", default=None, help="also write the int32 token grid (flow: the final latents) to "
                  "this .npy file")
-  g.add_argument("--num-steps", type=int, default=None, help="flow: ODE steps (default 30)")
+  g.add_argument("--num-steps", type=int, default=None, help=f"flow: ODE steps; ar_continuous: the head's ODE steps per token "
+                 f"(default {_mode_defaults('num_steps')})")
   g.add_argument("--solver", default=None, choices=["euler", "heun"], help="flow: ODE solver (default euler)")
   g.add_argument("--time-shift", type=float, default=None, help="flow: time-grid shift (default 1 = uniform)")
   g.add_argument("--no-prompt-cache", action="store_true", help="JanusFlow: recompute the prompt every step")
   g.add_argument("--noise", default=None, help="JanusFlow: .npy float32[N, h, w, C] initial latents z0")
-  g.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"],
-                 help="compute dtype (auto: bfloat16 on GPU/TPU, as stored on CPU)")
-  g.add_argument("--matmul-precision", default="auto", choices=["auto", "highest", "high", "default"],
-                 help="matmul precision (auto: highest on CPU, default on GPU/TPU)")
-  g.add_argument("--quantize", default=None, choices=["int8", "int8_dynamic"],
-                 help="int8 LLM and image-head matmul weights for decoding (int8_dynamic: activations too, per "
-                 "row; default: float)")
+  _add_compute_options(g)
   g.add_argument("--preview-every", type=int, default=0, help="stream a partial image every K tokens / ODE steps")
   g.add_argument("--preview-out", default=None, help="with --preview-every: write frame_<step>.png and preview.gif here")
   g.add_argument("--quiet", action="store_true")
@@ -187,8 +195,10 @@ def build_parser() -> argparse.ArgumentParser:
   e.add_argument("--tfds-name", default="janus_shapes/default")
   e.add_argument("--n-per-category", type=int, default=25)
   e.add_argument("--num-questions", type=int, default=300)
-  e.add_argument("--cfg-weight", type=float, default=None, help="default: the mode's (5 ar_vq, 2 flow)")
-  e.add_argument("--temperature", type=float, default=None, help="ar_vq (default 1)")
+  e.add_argument("--cfg-weight", type=float, default=None,
+                 help=f"default: the mode's ({_mode_defaults('cfg_weight')})")
+  e.add_argument("--temperature", type=float, default=None,
+                 help=f"ar_vq, ar_continuous (default {_mode_defaults('temperature')})")
   e.add_argument("--seed", type=int, default=0)
   e.add_argument("--out", default="eval.json")
   e.set_defaults(fn=_eval)
