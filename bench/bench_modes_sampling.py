@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import tempfile
-import time
 
 import jax
 import numpy as np
 
 import machine  # bench/machine.py
+import timing  # bench/timing.py
 
 from janus_jax import api
 from janus_jax.configs.common import load_config
@@ -43,16 +42,6 @@ def demo_pipeline(gen: str, fast: bool, tokenizer) -> api.JanusPipeline:
   return api.JanusPipeline(init_model_params(cfg, jax.random.PRNGKey(0)), cfg, tokenizer, "deepseek")
 
 
-def median_seconds(call, repeats: int) -> float:
-  call()  # compile (and warm up)
-  times = []
-  for _ in range(repeats):
-    t = time.perf_counter()
-    call()
-    times.append(time.perf_counter() - t)
-  return float(np.median(times))
-
-
 def bench(pipe: api.JanusPipeline, name: str, args) -> None:
   prompts = list(PROMPTS[:args.prompts])
   n = len(prompts) * args.num_images
@@ -68,24 +57,12 @@ def bench(pipe: api.JanusPipeline, name: str, args) -> None:
     return pipe.generate(prompts, num_images=args.num_images, seed=0, preview_every=every,
                          on_preview=lambda step, x: frames.append(step)).images
 
-  base = median_seconds(plain, args.repeats)
-  with_preview = median_seconds(previewed, args.repeats)
+  base = timing.median_seconds(plain, args.repeats)
+  with_preview = timing.median_seconds(previewed, args.repeats)
   same = np.array_equal(plain(), previewed())
   print(f"{name:<40s} {pipe.cfg.generation_mode:<14s} {1e3 * base / n:9.1f} ms/image   previews every {every} of "
         f"{steps} steps ({len(frames)} frames): {1e3 * with_preview / n:9.1f} ms/image = "
         f"{with_preview / base:5.2f}x   same images: {same}")
-
-
-def cpu_name() -> str:
-  """The CPU model (Linux /proc/cpuinfo), else what `platform` knows."""
-  try:
-    with open("/proc/cpuinfo") as f:
-      for line in f:
-        if line.startswith("model name"):
-          return line.split(":", 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor() or platform.machine()
 
 
 def main() -> None:
@@ -102,8 +79,7 @@ def main() -> None:
   print(machine.describe())
   if not 1 <= args.prompts <= len(PROMPTS):
     parser.error(f"--prompts must be in [1, {len(PROMPTS)}]")
-  print(f"{cpu_name()}, {os.cpu_count()} CPUs, jax {jax.__version__} on "
-        f"{jax.devices()[0].platform}; {args.prompts} prompts x {args.num_images} images, median of {args.repeats}")
+  print(f"jax {jax.__version__}; {args.prompts} prompts x {args.num_images} images, median of {args.repeats}")
   if args.checkpoint:
     for path in args.checkpoint:
       bench(api.load(path), path, args)
