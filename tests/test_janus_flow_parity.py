@@ -31,7 +31,6 @@ from janus_jax.models.llama import causal_mask, positions_from_mask
 from janus_jax.models.uvit import uvit_param_count
 from janus_jax.processing import chat
 from janus_jax.sampling import flow_image
-from tiny_assets import make_tiny_tokenizer
 
 PAD, BOS, EOS, IMG, EOI, BOI = 0, 1, 2, 5, 6, 7  # tiny_assets ids.
 STEPS, WEIGHT = 30, 2.0  # The official sampling defaults.

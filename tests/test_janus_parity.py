@@ -5,7 +5,6 @@ The reference is saved with `save_pretrained`, converted with `janus_jax.checkpo
 in the original DeepSeek layout (tensors renamed as the official conversion mapping does) and must convert to
 identical params.
 """
-import os
 
 import jax
 import jax.numpy as jnp

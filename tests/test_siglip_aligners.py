@@ -15,7 +15,7 @@ pytest.importorskip("transformers")
 from janus_jax.checkpoint.hf_layout import hf_to_deepseek  # noqa: E402
 from janus_jax.checkpoint.mapping import state_dict_to_params  # noqa: E402
 from janus_jax.models.aligners import Aligner, GenHead  # noqa: E402
-from janus_jax.models.configs import AlignerConfig, JanusConfig, SiglipConfig  # noqa: E402
+from janus_jax.models.configs import AlignerConfig, JanusConfig  # noqa: E402
 from janus_jax.models.siglip import SiglipVisionTower  # noqa: E402
 from tests.torch_reference import TINY_JANUS, build_tiny_hf_janus, hf_state_numpy  # noqa: E402
 

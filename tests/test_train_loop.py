@@ -157,6 +157,41 @@ def test_init_from_restores_onto_the_mesh(tmp_path):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(ref))
 
 
+def test_initial_state_from_a_complete_checkpoint_skips_the_random_init(tmp_path, monkeypatch):
+  """A checkpoint with every param (the previous stage's export) gives the state of random init + overwrite,
+  bit for bit, without running the random init; one with a param missing still starts from the random init."""
+  import types
+  from tiny_assets import make_tiny_checkpoint
+  from janus_jax import sharding
+  from janus_jax.checkpoint import store
+  from janus_jax.train import state as state_lib
+  ckpt = make_tiny_checkpoint(str(tmp_path / "src"), seed=7)
+  source, cfg = store.load_checkpoint(ckpt)
+  mesh = sharding.make_mesh([("data", 2), ("fsdp", 4), ("tensor", 1)])
+  config = types.SimpleNamespace(optim={"lr": 1e-3})
+  shardings = state_lib.state_shardings(cfg, config.optim, mesh, sharding.DEFAULT_RULES)
+  rng = jax.random.PRNGKey(0)
+  params, _ = loop._init_from(ckpt, state_lib.init_sharded_params(cfg, rng, shardings.params), cfg, mesh=mesh,
+                              rules=sharding.DEFAULT_RULES)
+  expected = state_lib.create_sharded_train_state(cfg, config.optim, shardings, params=params)
+  random_inits = []
+  real_init = state_lib.init_sharded_params
+  monkeypatch.setattr(state_lib, "init_sharded_params", lambda *a: random_inits.append(1) or real_init(*a))
+  state, report = loop._initial_state(config, cfg, ckpt, shardings, rng, mesh, sharding.DEFAULT_RULES)
+  assert not random_inits and report["kept"] == [] and report["mismatched"] == []
+  for x, y, s in zip(jax.tree.leaves(state), jax.tree.leaves(expected), jax.tree.leaves(shardings)):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    assert x.sharding.is_equivalent_to(s, x.ndim)
+  del source["gen_head"]  # a checkpoint without the image head: that module stays random
+  partial = store.save_checkpoint(str(tmp_path / "partial"), source, cfg)
+  state, report = loop._initial_state(config, cfg, partial, shardings, rng, mesh, sharding.DEFAULT_RULES)
+  assert random_inits == [1] and report["kept"] and all(p.startswith("gen_head/") for p in report["kept"])
+  random = real_init(cfg, rng, shardings.params)
+  for module, reference in (("gen_head", random), ("language_model", expected.params)):
+    for x, y in zip(jax.tree.leaves(state.params[module]), jax.tree.leaves(reference[module])):
+      np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
 def test_unwritable_workdir_is_explained(tmp_path):
   blocker = tmp_path / "file"
   blocker.write_text("x")

@@ -32,7 +32,7 @@ from janus_jax.processing.tokenizer import Tokenizer, load_tokenizer
 from janus_jax.train import state as state_lib, step as step_lib
 from janus_jax.train.batch import OPTIONAL, REQUIRED
 from janus_jax.train.checkpoint import Checkpointer, writable_dir
-from janus_jax.train.inputs import TrainInputs, model_config
+from janus_jax.train.inputs import TrainInputs
 from janus_jax.train.metrics import MetricsWriter, Progress, check_finite
 
 BATCH_KEYS = tuple(REQUIRED) + tuple(OPTIONAL)
@@ -112,25 +112,34 @@ def partial_init(params: Any, loaded: Any, prefix: str = "") -> tuple[Any, dict[
 
 def _initial_state(config, cfg: JanusConfig, init_from: str | None, shardings, rng, mesh=None, rules=None):
   """Fresh sharded state: random params (created sharded), overwritten by `init_from` where paths and shapes
-  match (restored straight onto `mesh`: no device holds the whole model). Returns (state, partial-init report or
-  None)."""
+  match (restored straight onto `mesh`: no device holds the whole model). When the checkpoint has every param of
+  the model (a stage starting from the previous stage's export), the random init is skipped: same state, no
+  compile and no memory for params that would be overwritten. Returns (state, partial-init report or None)."""
   if not init_from:
     return state_lib.create_sharded_train_state(cfg, config.optim, shardings, rng=rng), None
-  params = state_lib.init_sharded_params(cfg, rng, shardings.params)
-  params, report = _init_from(init_from, params, cfg, mesh=mesh, rules=rules)
+  from janus_jax.models.janus import abstract_params  # pylint: disable=import-outside-toplevel
+  loaded = _load_init_from(init_from, cfg, mesh=mesh, rules=rules)
+  params, report = partial_init(abstract_params(cfg), loaded)
+  if report["kept"] or report["mismatched"]:
+    del params
+    params, report = partial_init(state_lib.init_sharded_params(cfg, rng, shardings.params), loaded)
   return state_lib.create_sharded_train_state(cfg, config.optim, shardings, params=params), report
 
 
-def _init_from(init_from: str, params, cfg: JanusConfig, mesh=None, rules=None):
-  """`partial_init` from the checkpoint in `init_from`, its LLM layers brought to the layout of `cfg` (scanned or
+def _load_init_from(init_from: str, cfg: JanusConfig, mesh=None, rules=None):
+  """The params of the checkpoint in `init_from`, its LLM layers brought to the layout of `cfg` (scanned or
   unrolled, whichever the checkpoint has). With `mesh` the checkpoint is restored onto it by the logical-axis
   `rules` (else onto the first device)."""
   from janus_jax.checkpoint import store  # pylint: disable=import-outside-toplevel
   from janus_jax.models import param_layout  # pylint: disable=import-outside-toplevel
   loaded, loaded_cfg = store.load_checkpoint(init_from, mesh=mesh, rules=rules)
   to_layout = param_layout.for_training if cfg.llm.scan_layers else param_layout.for_decoding
-  loaded, _ = to_layout(loaded, loaded_cfg)
-  return partial_init(params, loaded)
+  return to_layout(loaded, loaded_cfg)[0]
+
+
+def _init_from(init_from: str, params, cfg: JanusConfig, mesh=None, rules=None):
+  """`partial_init` of `params` from the checkpoint in `init_from` (see `_load_init_from`)."""
+  return partial_init(params, _load_init_from(init_from, cfg, mesh=mesh, rules=rules))
 
 
 def train(config, workdir: paths.PathLike, inputs: TrainInputs | None = None, *, verbose: bool = True
