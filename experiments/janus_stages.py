@@ -139,9 +139,10 @@ def get_config(arg=None):
       tokenizer="",  # default: <init_from>/tokenizer, else the Shapes tokenizer (size=shapes)
       # Entries for janus_jax.data.sources.adapter_from_config; empty at size=shapes = Shapes prepared by the job.
       sources=(),
-      # grain worker processes making the rows (decode, resize, tokenize) and batches a thread assembles ahead;
-      # the batches are the same for any value. Resuming needs the workers count of the run that saved.
-      workers=0 if shapes else 8, prefetch=2))
+      # grain worker processes making the rows (decode, resize, tokenize), batches a thread assembles ahead, and
+      # threads per process reading rows ahead (worth it for remote files, not for local or in-memory data);
+      # the batches are the same for any values. Resuming needs the workers count of the run that saved.
+      workers=0 if shapes else 8, prefetch=2, read_threads=0 if shapes else 16))
   if shapes:  # the data and image tokenizer a from-scratch Shapes run prepares and trains first (janus_jax.main)
     c.data = dict(data_dir="", config_name="default", vocab_size=512)
     if flow:

@@ -121,8 +121,9 @@ def get_config(arg=None):
       # Rows average ~45 of the 96 tokens: first-fit packing puts ~1.9 rows in each sequence at the same step cost.
       packing=dict(enabled=arg.pack, max_und_images=2),
       sources=(), tokenizer="",  # empty: the main job prepares Shapes (section `data`) and uses its tokenizer
-      # Rows made by grain worker processes / batches assembled ahead by a thread (same batches for any value).
-      workers=0, prefetch=2))
+      # Rows made by grain worker processes / batches assembled ahead by a thread / rows read ahead by threads of
+      # each process (same batches for any values).
+      workers=0, prefetch=2, read_threads=0))
   # 600 GenEval prompts and the whole 1000-question test split (seconds each; smaller evaluations are noisy: README).
   # cfg_weights: generation is also scored at these guidance weights.
   c.eval = dict(n_per_category=2 if fast else 100, num_questions=8 if fast else 1000,

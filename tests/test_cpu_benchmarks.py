@@ -24,3 +24,11 @@ def test_train_step_flops_against_the_matmul_peak():
   assert out.startswith("cpu: ") and "fp32 matmul peak" in out
   share = re.search(r"= ([0-9.]+)% of the matmul peak", out)
   assert share and 0 < float(share.group(1)) < 100
+
+
+def test_input_pipeline_cost_per_read_threads(tmp_path):
+  out = _run("bench/bench_input_pipeline.py", "--config", "experiments/shapes_demo.py:fast=True", "--data_dir",
+             str(tmp_path / "data"), "--batches", "3", "--read_threads", "0", "2")
+  assert out.startswith("cpu: ")
+  rows = re.findall(r"^read_threads=\s*(\d+):\s+([0-9.]+) ms/batch wall,\s+([0-9.]+) ms/batch CPU", out, re.M)
+  assert [int(r[0]) for r in rows] == [0, 2] and all(float(r[1]) > 0 and float(r[2]) > 0 for r in rows)

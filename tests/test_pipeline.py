@@ -472,3 +472,22 @@ def test_worker_processes_and_prefetch_give_the_same_batches_and_resume_exactly(
     assert all(np.array_equal(a[k], b[k]) for k in a)
   with pytest.raises(ValueError, match="input.workers=-1"):
     make(workers=-1)
+
+
+@pytest.mark.parametrize("packing", [None, PACK])
+def test_read_threads_give_the_same_batches_and_states_restore_across_them(builder, records, packing):
+  """Rows read ahead by 4 threads (grain's thread pool) or in order on the iterating thread (read_threads=0, the
+  demo's): the same batches, and a state saved with threads (as grain's default of 16 did) restores without."""
+  make = lambda **kw: pipeline.build_train_iterator([sources.shapes(records)], builder, MIX, batch_size=4, seed=3,
+                                                    packing=packing, **kw)
+  inline, threaded = make(read_threads=0), make(read_threads=4)
+  a = [next(inline) for _ in range(4)]
+  b = [next(threaded) for _ in range(2)]
+  state = threaded.get_state()
+  resumed = make(read_threads=0)
+  resumed.set_state(state)
+  b += [next(resumed) for _ in range(2)]
+  for x, y in zip(a, b):
+    assert x.keys() == y.keys() and all(np.array_equal(x[k], y[k]) for k in x)
+  with pytest.raises(ValueError, match="input.read_threads=-1"):
+    make(read_threads=-1)

@@ -71,7 +71,8 @@ def data_iterator(config, cfg: JanusConfig, tokenizer: Tokenizer, source_list, s
       adapters, row_builder(config, cfg, tokenizer), dict(config.input.mixture),
       batch_size=global_batch // jax.process_count(), seed=int(_get(config, "seed", 0)),
       process_index=jax.process_index(), process_count=jax.process_count(), packing=packing_settings(config.input),
-      workers=int(_get(config.input, "workers", 0)), prefetch=int(_get(config.input, "prefetch", 0)))
+      workers=int(_get(config.input, "workers", 0)), prefetch=int(_get(config.input, "prefetch", 0)),
+      read_threads=int(_get(config.input, "read_threads", 0)))
 
 
 def packing_settings(input_cfg) -> dict | None:
