@@ -4,8 +4,8 @@
 
 Prints the CPU (model, vector extensions), the measured fp32 matmul peak (a 2048^3 `jnp.dot`, median of repeats),
 then the train step of the config (its model, batch and sequence length; random weights, a synthetic batch of its
-shapes): ms/step, steps/s, FLOPs per step (XLA's cost analysis of the step with its layer scans unrolled) and the
-achieved FLOP/s as a share of that peak.
+shapes, with as many understanding-image slots per sequence as packing gives): ms/step, steps/s, FLOPs per step
+(XLA's cost analysis of the step with its layer scans unrolled) and the achieved FLOP/s as a share of that peak.
 """
 from __future__ import annotations
 
@@ -44,6 +44,9 @@ def train_step_rate(config, steps: int) -> tuple[float, float]:
   packed = bool(config.input.packing.enabled) if "packing" in config.input else False
   batch = batch_lib.synthetic_batch(cfg, int(config.input.batch_size), int(config.input.seq_len), 0, gen_pixels=True,
                                     segments=packed)
+  if packed:  # a packed sequence has `max_und_images` image slots (SigLIP encodes them all), as the real batches
+    slots = int(config.input.packing.get("max_und_images", 2)) - batch["und_pixels"].shape[1]
+    batch["und_pixels"] = np.pad(batch["und_pixels"], [(0, 0), (0, max(slots, 0))] + [(0, 0)] * 3)
   batch_sharding = step_lib.batch_sharding(mesh)
   batch = jax.device_put(batch, batch_sharding)
   run = step_lib.compile_train_step(step_lib.make_train_step(cfg, train), shardings, batch_sharding, mesh, rules)
