@@ -128,7 +128,8 @@ def test_init_from_loads_every_param_into_either_llm_layout(tmp_path, scan_layer
   ckpt = make_tiny_checkpoint(str(tmp_path / "src"), seed=7)
   source, cfg = store.load_checkpoint(ckpt)
   cfg = dataclasses.replace(cfg, llm=dataclasses.replace(cfg.llm, scan_layers=scan_layers))
-  params, report = loop._init_from(ckpt, state_lib.init_model_params(cfg, jax.random.PRNGKey(0)), cfg)
+  params, report = loop.partial_init(state_lib.init_model_params(cfg, jax.random.PRNGKey(0)),
+                                     loop._load_init_from(ckpt, cfg))
   assert report["kept"] == [] and report["mismatched"] == []
 
   def second_gate(llm):  # layer 1's MLP gate kernel in either layout
@@ -150,7 +151,7 @@ def test_init_from_restores_onto_the_mesh(tmp_path):
   mesh = sharding.make_mesh([("data", 2), ("fsdp", 4), ("tensor", 1)])
   shardings = state_lib.state_shardings(cfg, {"lr": 1e-3}, mesh, sharding.DEFAULT_RULES)
   params = state_lib.init_sharded_params(cfg, jax.random.PRNGKey(0), shardings.params)
-  loaded, report = loop._init_from(ckpt, params, cfg, mesh=mesh, rules=sharding.DEFAULT_RULES)
+  loaded, report = loop.partial_init(params, loop._load_init_from(ckpt, cfg, mesh=mesh, rules=sharding.DEFAULT_RULES))
   assert report["kept"] == [] and report["mismatched"] == []
   for x, s, ref in zip(jax.tree.leaves(loaded), jax.tree.leaves(shardings.params), jax.tree.leaves(source)):
     assert x.sharding.is_equivalent_to(s, x.ndim)
@@ -171,8 +172,8 @@ def test_initial_state_from_a_complete_checkpoint_skips_the_random_init(tmp_path
   config = types.SimpleNamespace(optim={"lr": 1e-3})
   shardings = state_lib.state_shardings(cfg, config.optim, mesh, sharding.DEFAULT_RULES)
   rng = jax.random.PRNGKey(0)
-  params, _ = loop._init_from(ckpt, state_lib.init_sharded_params(cfg, rng, shardings.params), cfg, mesh=mesh,
-                              rules=sharding.DEFAULT_RULES)
+  params, _ = loop.partial_init(state_lib.init_sharded_params(cfg, rng, shardings.params),
+                                loop._load_init_from(ckpt, cfg, mesh=mesh, rules=sharding.DEFAULT_RULES))
   expected = state_lib.create_sharded_train_state(cfg, config.optim, shardings, params=params)
   random_inits = []
   real_init = state_lib.init_sharded_params

@@ -138,11 +138,6 @@ def _load_init_from(init_from: str, cfg: JanusConfig, mesh=None, rules=None):
   return to_layout(loaded, loaded_cfg)[0]
 
 
-def _init_from(init_from: str, params, cfg: JanusConfig, mesh=None, rules=None):
-  """`partial_init` of `params` from the checkpoint in `init_from` (see `_load_init_from`)."""
-  return partial_init(params, _load_init_from(init_from, cfg, mesh=mesh, rules=rules))
-
-
 def train(config, workdir: paths.PathLike, inputs: TrainInputs | None = None, *, verbose: bool = True
           ) -> state_lib.TrainState:
   """Trains as configured; resumes from `<workdir>/checkpoints` when present. Returns the final state.
