@@ -144,42 +144,43 @@ def plan(config, num_devices: int | None = None, for_platform: str = "gpu") -> P
 
   `num_devices` (optional) checks that the backend has that many devices."""
   import jax  # pylint: disable=import-outside-toplevel
-  from janus_jax import sharding as sharding_lib  # pylint: disable=import-outside-toplevel
+  from janus_jax import compile_options, sharding as sharding_lib  # pylint: disable=import-outside-toplevel
   from janus_jax.train import state as state_lib, step as step_lib  # pylint: disable=import-outside-toplevel
   if for_platform not in PLATFORMS:
     raise ValueError(f"Unknown --platform {for_platform!r}: use one of {', '.join(PLATFORMS)}.")
   if num_devices is not None and jax.device_count() != num_devices:
     raise ValueError(f"The backend has {jax.device_count()} devices, not {num_devices}: call "
                      "janus_jax.plan.use_fake_devices first (before any JAX computation).")
-  cfg = _resolved_model(config, for_platform)
-  mesh = sharding_lib.make_mesh([tuple(x) for x in config.mesh])
-  rules = [tuple(r) for r in config.sharding_rules]
-  train = _train_settings(config)
-  batch_size = int(config.input.batch_size)
-  batch_sharding = step_lib.batch_sharding(mesh)
-  accum = step_lib.resolved_grad_accum(train, batch_size, mesh)
-  train["grad_accum_steps"] = accum
-  step_lib.check_batch_divisible({"input_ids": jax.ShapeDtypeStruct((batch_size, 1), "int32")}, mesh, accum)
+  with compile_options.compiling_for(for_platform):  # trace and compile as on that platform, not on this CPU
+    cfg = _resolved_model(config, for_platform)
+    mesh = sharding_lib.make_mesh([tuple(x) for x in config.mesh])
+    rules = [tuple(r) for r in config.sharding_rules]
+    train = _train_settings(config)
+    batch_size = int(config.input.batch_size)
+    batch_sharding = step_lib.batch_sharding(mesh)
+    accum = step_lib.resolved_grad_accum(train, batch_size, mesh)
+    train["grad_accum_steps"] = accum
+    step_lib.check_batch_divisible({"input_ids": jax.ShapeDtypeStruct((batch_size, 1), "int32")}, mesh, accum)
 
-  shardings = state_lib.state_shardings(cfg, config.optim, mesh, rules)
-  abstract = state_lib.abstract_state(cfg, config.optim)
-  state = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
-  batch = _abstract_batch(config, cfg, batch_size, batch_sharding)
-  rng = jax.ShapeDtypeStruct((2,), "uint32", sharding=sharding_lib.replicated(mesh))
-  run = step_lib.compile_train_step(step_lib.make_train_step(cfg, train), shardings, batch_sharding, mesh, rules)
-  with run.context():
-    compiled = run.jitted.lower(state, batch, rng).compile()
-  memory = compiled.memory_analysis()
-  llm = cfg.llm
-  return Plan(num_devices=jax.device_count(), mesh=dict(mesh.shape), platform=for_platform,
-              compute=f"{llm.dtype} / {llm.matmul_precision}", global_batch=batch_size,
-              seq_len=int(config.input.seq_len), grad_accum_steps=accum, remat_policy=llm.remat_policy,
-              scan_layers=bool(llm.scan_layers), num_params=_count(abstract.params),
-              num_trainable=_count([x for x, f in zip(jax.tree.leaves(abstract.params), abstract.trainable_flags())
-                                    if f]),
-              argument_bytes=int(memory.argument_size_in_bytes), output_bytes=int(memory.output_size_in_bytes),
-              alias_bytes=int(memory.alias_size_in_bytes), temp_bytes=int(memory.temp_size_in_bytes),
-              flops_per_step=step_flops(cfg, config.optim, train, state, batch, rng, mesh, rules))
+    shardings = state_lib.state_shardings(cfg, config.optim, mesh, rules)
+    abstract = state_lib.abstract_state(cfg, config.optim)
+    state = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
+    batch = _abstract_batch(config, cfg, batch_size, batch_sharding)
+    rng = jax.ShapeDtypeStruct((2,), "uint32", sharding=sharding_lib.replicated(mesh))
+    run = step_lib.compile_train_step(step_lib.make_train_step(cfg, train), shardings, batch_sharding, mesh, rules)
+    with run.context():
+      compiled = run.jitted.lower(state, batch, rng).compile()
+    memory = compiled.memory_analysis()
+    llm = cfg.llm
+    return Plan(num_devices=jax.device_count(), mesh=dict(mesh.shape), platform=for_platform,
+                compute=f"{llm.dtype} / {llm.matmul_precision}", global_batch=batch_size,
+                seq_len=int(config.input.seq_len), grad_accum_steps=accum, remat_policy=llm.remat_policy,
+                scan_layers=bool(llm.scan_layers), num_params=_count(abstract.params),
+                num_trainable=_count([x for x, f in zip(jax.tree.leaves(abstract.params), abstract.trainable_flags())
+                                      if f]),
+                argument_bytes=int(memory.argument_size_in_bytes), output_bytes=int(memory.output_size_in_bytes),
+                alias_bytes=int(memory.alias_size_in_bytes), temp_bytes=int(memory.temp_size_in_bytes),
+                flops_per_step=step_flops(cfg, config.optim, train, state, batch, rng, mesh, rules))
 
 
 def step_flops(cfg, optim_cfg, train: Mapping, state, batch, rng, mesh, rules) -> float:

@@ -12,13 +12,15 @@ Logical axis vocabulary (mapped onto mesh axes by `sharding.DEFAULT_RULES` / `co
 """
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax.ad_checkpoint import checkpoint_name
 
-from janus_jax import precision as precision_lib, quantization
+from janus_jax import compile_options, precision as precision_lib, quantization
 
 Axes = tuple[str | None, ...]
 
@@ -45,10 +47,46 @@ def remat_policy(name: str):
   if name == "full":
     return jax.checkpoint_policies.nothing_saveable
   try:
-    return getattr(jax.checkpoint_policies, name)
+    policy = getattr(jax.checkpoint_policies, name)
   except AttributeError as e:
     raise ValueError(f"Unknown remat_policy {name!r}: use 'none', 'full' or a jax.checkpoint_policies name "
                      "such as 'dots_with_no_batch_dims_saveable'.") from e
+  if "dot" in name and compile_options.barrier_dense_gradients():
+    # A Dense with a barriered backward is a custom_vjp, not a dot, to the policy: save its output by name.
+    policy = jax.checkpoint_policies.save_from_both_policies(
+        policy, jax.checkpoint_policies.save_only_these_names(DENSE_OUTPUT))
+  return policy
+
+
+DENSE_OUTPUT = "dense_output"  # the checkpoint name of a Dense output computed by `barriered_matmul`
+
+
+def _matmul(x, kernel, precision, out_dtype):
+  return jnp.einsum("...i,io->...o", x, kernel, precision=precision, preferred_element_type=out_dtype)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def barriered_matmul(x: jax.Array, kernel: jax.Array, precision, out_dtype) -> jax.Array:
+  """x[..., in] @ kernel[in, out] -> [..., out], whose backward (dx = dy @ kernel^T, dkernel = x^T @ dy) starts
+  from x and the cotangent dy materialised by an optimization barrier, so that XLA:CPU does not fuse the weight gradient's
+  transposes into the loops that made them (`janus_jax.compile_options`)."""
+  return _matmul(x, kernel, precision, out_dtype)
+
+
+def _barriered_fwd(x, kernel, precision, out_dtype):
+  return _matmul(x, kernel, precision, out_dtype), (x, kernel)
+
+
+def _barriered_bwd(precision, out_dtype, residuals, cotangent):
+  x, kernel, cotangent = jax.lax.optimization_barrier((*residuals, cotangent))
+  dx = jnp.einsum("...o,io->...i", cotangent, kernel, precision=precision, preferred_element_type=x.dtype)
+  # x^T @ dy with x first: XLA:CPU transposes the materialised x ([..., in]), not dy (jax's own rule computes
+  # (dy^T @ x)^T, which left the step as slow as without the barrier).
+  dkernel = jnp.einsum("...i,...o->io", x, cotangent, precision=precision, preferred_element_type=kernel.dtype)
+  return dx.astype(x.dtype), dkernel.astype(kernel.dtype)
+
+
+barriered_matmul.defvjp(_barriered_fwd, _barriered_bwd)
 
 
 class Dense(nn.Module):
@@ -73,8 +111,13 @@ class Dense(nn.Module):
     out_dtype = self.out_dtype or self.dtype
     if not quantization.is_quantized_leaf(kernel):  # a qwix QArray (janus_jax.quantization) stays int8
       kernel = kernel.astype(self.dtype)
-    y = quantization.einsum("...i,io->...o", x.astype(self.dtype), kernel,
-                            precision=precision_lib.lax_precision(self.precision), preferred_element_type=out_dtype)
+    precision = precision_lib.lax_precision(self.precision)
+    if quantization.is_quantized_leaf(kernel) or not compile_options.barrier_dense_gradients():
+      y = quantization.einsum("...i,io->...o", x.astype(self.dtype), kernel, precision=precision,
+                              preferred_element_type=out_dtype)
+    else:
+      y = checkpoint_name(
+          barriered_matmul(x.astype(self.dtype), kernel, precision, jnp.dtype(out_dtype)), DENSE_OUTPUT)
     if self.use_bias:
       bias = self.param("bias", names(nn.initializers.zeros_init(), (self.axes[-1],)), (self.features,),
                         self.param_dtype)

@@ -47,7 +47,7 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from janus_jax import modes
+from janus_jax import compile_options, modes
 from janus_jax import sharding as sharding_lib
 from janus_jax.models.configs import JanusConfig
 from janus_jax.train.batch import check_batch
@@ -284,12 +284,15 @@ def compile_train_step(step_fn: Callable, state_shardings: Any, batch_shardings:
 
   Args:
     state_shardings: from `state.state_shardings`; batch_shardings: `batch_sharding(mesh)` or a dict per key.
-    rules: logical-axis rules (config.sharding_rules); compiler_options: passed to `jax.jit` (XLA options).
+    rules: logical-axis rules (config.sharding_rules); compiler_options: passed to `jax.jit` (XLA options;
+      None: the platform's, `compile_options.train_compiler_options`).
   Returns: `run(state, batch, rng) -> (state, metrics)`; checks batch divisibility first (clear ValueError).
   `run.jitted` is the jitted function (e.g. for `.lower(...)`), `run.context()` the mesh + rules context.
   """
   rules = normalize_rules(rules)
   replicated = sharding_lib.replicated(mesh)
+  if compiler_options is None:
+    compiler_options = compile_options.train_compiler_options()
   jitted = jax.jit(step_fn, in_shardings=(state_shardings, batch_shardings, replicated),
                    out_shardings=(state_shardings, replicated), donate_argnums=0,
                    compiler_options=compiler_options)

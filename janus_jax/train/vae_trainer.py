@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from janus_jax import compile_options
 from janus_jax.models.configs import KLVAEConfig
 from janus_jax.models.kl_vae import AutoencoderKL, init_vae_params, kl_divergence
 from janus_jax.train.autoencoder_loop import fit, psnr, to_model_range
@@ -57,7 +58,7 @@ def _step_fn(cfg: KLVAEConfig, lr: float, warmup: int, steps: int, kl_weight: fl
     return total, {"loss": total, f"recon_{recon_loss}": rec, "kl": kl,
                    "posterior_std": jnp.mean(jnp.exp(0.5 * logvar))}
 
-  @jax.jit
+  @functools.partial(jax.jit, compiler_options=compile_options.train_compiler_options())
   def step(params, opt_state, x, rng):
     (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, x, rng)
     updates, opt_state = tx.update(grads, opt_state, params)

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from janus_jax import compile_options
 from janus_jax.models.configs import VQConfig
 from janus_jax.models.patch_discriminator import PatchDiscriminator
 from janus_jax.models.vq import VQModel, l2_normalize
@@ -39,8 +40,10 @@ def _vq_losses(model: VQModel, params, x):
                  "commit_loss": aux["commit_loss"], "batch_usage": aux["codebook_usage"]}, recon
 
 
-@functools.lru_cache(maxsize=None)
-def _step_fn(cfg: VQConfig, lr: float, warmup: int, steps: int):
+def make_step(cfg: VQConfig, lr: float, warmup: int, steps: int):
+  """(model, tx, step, reconstruct) of the plain objective: `step(params, opt_state, float32[B, H, W, 3]) ->
+  (params, opt_state, metrics)` jitted with the platform's training options (`janus_jax.compile_options`, read
+  now), `reconstruct(params, x) -> (recon, codes)`."""
   model = VQModel(cfg)
   tx = _optimizer(lr, warmup, steps)
 
@@ -48,7 +51,7 @@ def _step_fn(cfg: VQConfig, lr: float, warmup: int, steps: int):
     total, metrics, _ = _vq_losses(model, params, x)
     return total, metrics
 
-  @jax.jit
+  @functools.partial(jax.jit, compiler_options=compile_options.train_compiler_options())
   def step(params, opt_state, x):
     (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, x)
     updates, opt_state = tx.update(grads, opt_state, params)
@@ -60,6 +63,9 @@ def _step_fn(cfg: VQConfig, lr: float, warmup: int, steps: int):
     return recon, codes
 
   return model, tx, step, reconstruct
+
+
+_step_fn = functools.lru_cache(maxsize=None)(make_step)
 
 
 @functools.lru_cache(maxsize=None)
@@ -80,7 +86,7 @@ def _adversarial_step_fn(cfg: VQConfig, lr: float, warmup: int, steps: int, weig
     real, fake = disc.apply({"params": d}, x), disc.apply({"params": d}, recon)
     return jnp.mean(jax.nn.relu(1.0 - real)) + jnp.mean(jax.nn.relu(1.0 + fake))
 
-  @jax.jit
+  @functools.partial(jax.jit, compiler_options=compile_options.train_compiler_options())
   def step(params, opt_state, x, i):
     on = (i >= start).astype(jnp.float32)
     (_, (metrics, recon)), g_model = jax.value_and_grad(generator_loss, has_aux=True)(

@@ -1,0 +1,94 @@
+"""How programs are compiled on each platform: XLA options and gradient layouts that change speed, not the math.
+
+Two measured XLA:CPU slow paths on the demo's shapes (2-core Xeon, jax 0.10.2; `bench/bench_train_flops.py` prints
+the figures with each choice on and off):
+
+- **Convolution backward in YNNPACK.** XLA:CPU hands convolutions, dots and reductions to YNNPACK by default. Its
+  convolution weight gradients run ~3x slower than XLA's Eigen convolutions (a 3x3, 64 -> 64 conv on 32 x 32 x 32 x 64
+  activations: 84 ms against 26 ms). `train_compiler_options()` keeps YNNPACK dots and reductions and takes the
+  convolutions off it; every training step (`jax.jit`) of the tokenizers and of Janus uses it. The demo's VQ step
+  goes from ~690 to ~400 ms.
+- **Weight-gradient transposes fused into elementwise loops.** XLA:CPU computes a Dense kernel's gradient
+  x^T @ dy by transposing x first, and it fuses that transpose into whatever made x or dy, e.g. the SwiGLU
+  backward. A loop with a transposed output and several strided inputs is ~10x slower than the plain
+  transpose (22 ms against 0.7 ms for [3072, 512]). `layers.Dense` therefore computes its backward from
+  materialised x and dy (an optimization barrier) where `barrier_dense_gradients()` says so: on CPU. The demo's
+  train step goes from ~470 to ~320 ms. GPU and TPU fuse such transposes into their matmuls; there it is off.
+
+`compiling_for(platform)` makes these choices for another platform than the process's (`janus-jax plan` compiles
+a GPU or TPU program on CPU); `xla_defaults()` turns both off (to measure them, or to rule them out).
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+
+import jax
+
+from janus_jax import precision
+
+_TARGET: list[str] = []  # the platform being compiled for, when it is not the process's (compiling_for)
+_DEFAULTS_ONLY: list[bool] = []  # inside xla_defaults()
+
+# YNNPACK fusion types XLA:CPU uses by default (jax 0.10), less LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION.
+_CPU_YNN_WITHOUT_CONVOLUTIONS = "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE"
+
+
+def target_platform() -> str:
+  """'cpu', 'gpu' or 'tpu': the platform of `compiling_for`, else this process's backend."""
+  return _TARGET[-1] if _TARGET else precision.platform()
+
+
+@contextlib.contextmanager
+def compiling_for(platform: str):
+  """Within this block, models trace and compile as they would on `platform` ('cpu', 'gpu' or 'tpu')."""
+  if platform not in precision.PLATFORM_DEFAULTS:
+    raise ValueError(f"Unknown platform {platform!r}: use one of {', '.join(precision.PLATFORM_DEFAULTS)}.")
+  _TARGET.append(platform)
+  try:
+    yield
+  finally:
+    _TARGET.pop()
+
+
+@contextlib.contextmanager
+def xla_defaults():
+  """Within this block, programs trace and compile with none of these choices: XLA's defaults, plain autodiff."""
+  _DEFAULTS_ONLY.append(True)
+  try:
+    yield
+  finally:
+    _DEFAULTS_ONLY.pop()
+
+
+def barrier_dense_gradients() -> bool:
+  """Whether `layers.Dense` computes its backward from materialised inputs and cotangents (CPU)."""
+  return target_platform() == "cpu" and not _DEFAULTS_ONLY
+
+
+@functools.lru_cache(maxsize=None)
+def _cpu_accepts(options: tuple[tuple[str, str], ...]) -> bool:
+  """Whether this jaxlib's XLA:CPU knows `options` (a tiny compile; a newer jaxlib may rename them)."""
+  try:
+    jax.jit(lambda x: x + 1).lower(jax.ShapeDtypeStruct((1,), "float32")).compile(compiler_options=dict(options))
+    return True
+  except Exception:  # noqa: BLE001 - an unknown option or value: compile without it, as XLA would by default
+    return False
+
+
+def train_compiler_options() -> dict | None:
+  """XLA options for the `jax.jit` of a training step on this platform (None: XLA's defaults)."""
+  if target_platform() != "cpu" or jax.default_backend() != "cpu" or _DEFAULTS_ONLY:
+    return None
+  options = (("xla_cpu_experimental_ynn_fusion_type", _CPU_YNN_WITHOUT_CONVOLUTIONS),)
+  return dict(options) if _cpu_accepts(options) else None
+
+
+def init_compiler_options() -> dict | None:
+  """XLA options for the one-off `jax.jit` of a random init: on CPU without LLVM optimisation (a tiny model
+  compiles in 4 s instead of 8 s; it runs once)."""
+  return {"xla_backend_optimization_level": 0} if jax.default_backend() == "cpu" else None
+
+
+__all__ = ["target_platform", "compiling_for", "xla_defaults", "barrier_dense_gradients", "train_compiler_options",
+           "init_compiler_options"]
