@@ -1,11 +1,14 @@
 """The demo's train step against this machine's fp32 matmul peak, same run.
 
-  python bench/bench_train_flops.py [--config experiments/shapes_demo.py] [--steps 20]
+  python bench/bench_train_flops.py [--config experiments/shapes_demo.py] [--steps 20] [--compare-xla-defaults]
 
 Prints the CPU (model, vector extensions), the measured fp32 matmul peak (a 2048^3 `jnp.dot`, median of repeats),
 then the train step of the config (its model, batch and sequence length; random weights, a synthetic batch of its
 shapes, with as many understanding-image slots per sequence as packing gives): ms/step, steps/s, FLOPs per step
-(XLA's cost analysis of the step with its layer scans unrolled) and the achieved FLOP/s as a share of that peak.
+(XLA's cost analysis of the step with its layer scans unrolled) and the achieved FLOP/s as a share of that peak;
+then the step of the VQ tokenizer the config trains first (section `vq`: its batch of random images), ms/step.
+--compare-xla-defaults times both steps again without `janus_jax.compile_options`'s choices (XLA's defaults, plain
+autodiff), same run, and prints the ratios.
 """
 from __future__ import annotations
 
@@ -17,9 +20,9 @@ import numpy as np
 
 import machine  # bench/machine.py
 import timing  # bench/timing.py
-from janus_jax import plan, sharding
+from janus_jax import compile_options, plan, sharding
 from janus_jax.configs import common
-from janus_jax.train import batch as batch_lib, state as state_lib, step as step_lib
+from janus_jax.train import batch as batch_lib, state as state_lib, step as step_lib, vq_trainer
 from janus_jax.train.inputs import model_config
 
 
@@ -65,11 +68,33 @@ def train_step_rate(config, steps: int) -> tuple[float, float]:
   return seconds, flops
 
 
+def vq_step_seconds(config, steps: int) -> float | None:
+  """Seconds per step of training the VQ tokenizer of `config` (its `vq` section's batch, random images in [-1, 1]);
+  None when the config trains no VQ."""
+  config = common.load_config(config) if isinstance(config, str) else config
+  if "vq" not in config or "vq" not in config.model:
+    return None
+  janus = model_config(config)
+  cfg, size = janus.vq, janus.generated_image_size
+  model, tx, step, _ = vq_trainer.make_step(cfg, float(config.vq.lr), 10, int(config.vq.steps))
+  x = jax.random.uniform(jax.random.PRNGKey(0), (int(config.vq.batch_size), size, size, 3), minval=-1, maxval=1)
+  params = model.init(jax.random.PRNGKey(1), x)["params"]
+  holder = [params, tx.init(params)]
+
+  def once():
+    holder[0], holder[1], metrics = step(holder[0], holder[1], x)
+    jax.block_until_ready(metrics)
+
+  return timing.median_seconds(once, steps)
+
+
 def main(argv=None) -> None:
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
   p.add_argument("--config", default="experiments/shapes_demo.py")
   p.add_argument("--steps", type=int, default=20)
   p.add_argument("--matmul-size", type=int, default=2048)
+  p.add_argument("--compare-xla-defaults", action="store_true",
+                 help="also time both steps without janus_jax.compile_options's choices")
   args = p.parse_args(argv)
   print(f"cpu: {machine.cpu_description()}; jax {jax.__version__}, {jax.device_count()} {jax.default_backend()} "
         "device(s)", flush=True)
@@ -78,7 +103,17 @@ def main(argv=None) -> None:
   seconds, flops = train_step_rate(args.config, args.steps)
   print(f"train step ({args.config}): {1e3 * seconds:.1f} ms/step ({1 / seconds:.2f} steps/s), "
         f"{flops / 1e9:.2f} GFLOP/step -> {flops / seconds / 1e9:.1f} GFLOP/s = {flops / seconds / peak:.1%} of the "
-        "matmul peak")
+        "matmul peak", flush=True)
+  vq = vq_step_seconds(args.config, args.steps)
+  if vq is not None:
+    print(f"VQ tokenizer step ({args.config}): {1e3 * vq:.1f} ms/step", flush=True)
+  if args.compare_xla_defaults:
+    with compile_options.xla_defaults():
+      plain, _ = train_step_rate(args.config, args.steps)
+      plain_vq = vq_step_seconds(args.config, args.steps)
+    print(f"with XLA's defaults (no janus_jax.compile_options): train step {1e3 * plain:.1f} ms/step "
+          f"({plain / seconds:.2f}x the time)" + (f", VQ step {1e3 * plain_vq:.1f} ms/step "
+                                                   f"({plain_vq / vq:.2f}x the time)" if vq is not None else ""))
 
 
 if __name__ == "__main__":
