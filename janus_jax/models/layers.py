@@ -109,10 +109,11 @@ class Dense(nn.Module):
     kernel = self.param("kernel", names(self.kernel_init, self.axes), (x.shape[-1], self.features),
                         self.param_dtype)
     out_dtype = self.out_dtype or self.dtype
-    if not quantization.is_quantized_leaf(kernel):  # a qwix QArray (janus_jax.quantization) stays int8
+    quantized = quantization.is_quantized_leaf(kernel)  # a qwix QArray (janus_jax.quantization) stays int8
+    if not quantized:
       kernel = kernel.astype(self.dtype)
     precision = precision_lib.lax_precision(self.precision)
-    if quantization.is_quantized_leaf(kernel) or not compile_options.barrier_dense_gradients():
+    if quantized or not compile_options.barrier_dense_gradients():
       y = quantization.einsum("...i,io->...o", x.astype(self.dtype), kernel, precision=precision,
                               preferred_element_type=out_dtype)
     else:
