@@ -6,6 +6,10 @@ greedy. Prints tokens/s for both (median of --repeats runs after one warm-up/com
 
   python bench/bench_ar_decode.py [--repeats 3] [--skip-torch] [--tokens 576]
   python bench/bench_ar_decode.py --quantize int8   # float vs weight-only int8 janus_jax decode, same run
+  python bench/bench_ar_decode.py --compare-xla-defaults --skip-torch
+
+--compare-xla-defaults times janus_jax's loop again as XLA compiles it by default, without
+`janus_jax.compile_options.decode_compiler_options()` (on CPU: every dot off YNNPACK), and checks the tokens agree.
 """
 from __future__ import annotations
 
@@ -21,7 +25,7 @@ from janus_jax.models import param_layout
 from janus_jax.models.janus import JanusModel, init_params
 import machine  # bench/machine.py
 import timing  # bench/timing.py
-from janus_jax import quantization
+from janus_jax import compile_options, quantization
 from janus_jax.sampling import ar_image
 from janus_jax.sampling.ar_image import compiled_generate
 from janus_jax.sampling.sample import cfg_combine
@@ -131,6 +135,8 @@ def main():
   ap.add_argument("--skip-torch", action="store_true")
   ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
                   help="params and compute dtype of both implementations")
+  ap.add_argument("--compare-xla-defaults", action="store_true",
+                  help="also time janus_jax's loop without janus_jax.compile_options' decode choices")
   ap.add_argument("--quantize", default=None, choices=sorted(quantization.QTYPES),
                   help="instead: janus_jax float vs weight-only quantized decode of the same model, same run")
   args = ap.parse_args()
@@ -146,8 +152,15 @@ def main():
   if args.quantize:
     bench_quantized(args.tokens, prompts, args.repeats, args.dtype, args.quantize)
     return
-  jax_s, _ = bench_jax(args.tokens, prompts, args.repeats, args.dtype)
+  print(f"decode compiler options: {compile_options.decode_compiler_options()}")
+  jax_s, codes = bench_jax(args.tokens, prompts, args.repeats, args.dtype)
   print(f"janus_jax    : {jax_s:.2f} s  -> {n / jax_s:7.1f} image tok/s  ({1000 * jax_s / args.tokens:.2f} ms/step)")
+  if args.compare_xla_defaults:
+    with compile_options.xla_defaults():
+      default_s, default_codes = bench_jax(args.tokens, prompts, args.repeats, args.dtype)
+    print(f"XLA defaults : {default_s:.2f} s  -> {n / default_s:7.1f} image tok/s  "
+          f"({1000 * default_s / args.tokens:.2f} ms/step); the decode options are {default_s / jax_s:.2f}x as "
+          f"fast; tokens {'identical' if np.array_equal(codes, default_codes) else 'DIFFER'}")
   if not args.skip_torch:
     torch_s = bench_torch(args.tokens, prompts, args.repeats, args.dtype)
     print(f"transformers : {torch_s:.2f} s  -> {n / torch_s:7.1f} image tok/s  "

@@ -9,8 +9,9 @@ what it costs inside the real loop:
   llm       the one-token LLM step (8 layers, KV cache read + write at the growing slot)
   head      the image head (hidden -> n_embed -> 16384 logits) + CFG combine + argmax
   embed     the next step's input (gen_embed + gen_aligner of the sampled code)
-and the floors of this machine: the bytes of weights one step reads over the measured memory bandwidth (a
-streaming sum of a 512 MiB array), and the step's FLOPs over the measured fp32 matmul peak.
+and the floors of this machine: the bytes one step reads (its weights, and the KV cache averaged over the loop's
+cache phases) over the measured memory bandwidth (a streaming sum of a 512 MiB array), and the step's FLOPs over
+the measured fp32 matmul peak.
 """
 from __future__ import annotations
 
@@ -24,7 +25,8 @@ import bench_ar_decode  # bench/bench_ar_decode.py: the bench model and prompts
 import machine  # bench/machine.py
 import timing  # bench/timing.py
 from bench_train_flops import matmul_peak
-from janus_jax import quantization
+from janus_jax import compile_options, quantization
+from janus_jax.sampling import ar_image
 from janus_jax.models.janus import JanusModel
 from janus_jax.models.llama import KVCache, causal_mask
 from janus_jax.sampling.ar_image import compiled_generate
@@ -53,8 +55,9 @@ def parts(model: JanusModel, params, ids, n: int):
           jnp.float32(1.0))
   key_valid = jnp.ones((rows, t + n), bool)
   hidden0 = jnp.ones((rows, cfg.llm.hidden_size), jnp.dtype(cfg.llm.dtype))
+  jit = lambda fn: jax.jit(fn, compiler_options=compile_options.decode_compiler_options())  # as the full loop
 
-  @jax.jit
+  @jit
   def llm_loop(params):
     emb = jnp.ones((rows, 1, cfg.llm.hidden_size), jnp.dtype(cfg.llm.dtype))
 
@@ -66,7 +69,7 @@ def parts(model: JanusModel, params, ids, n: int):
       return cache, acc + h[:, 0, 0]
     return jax.lax.fori_loop(0, n, step, (KVCache.zeros(cfg.llm, rows, t + n), jnp.zeros(rows)))[1]
 
-  @jax.jit
+  @jit
   def head_loop(params):
     def step(i, acc):
       logits = model.apply({"params": params}, hidden0 + acc[:, None], method=JanusModel.image_logits)
@@ -74,7 +77,7 @@ def parts(model: JanusModel, params, ids, n: int):
       return acc + jnp.concatenate([tok, tok]).astype(acc.dtype) * 1e-9
     return jax.lax.fori_loop(0, n, step, jnp.zeros(rows, hidden0.dtype))
 
-  @jax.jit
+  @jit
   def embed_loop(params):
     def step(i, acc):
       e = model.apply({"params": params}, (jnp.arange(rows) + i)[:, None] % cfg.image_token_size,
@@ -111,6 +114,11 @@ def main(argv=None) -> None:
   macs = sum(np.prod(shape(leaf))
              for tree in (params["language_model"]["model"], params["gen_head"], params["gen_aligner"])
              for leaf in leaves(tree) if getattr(leaf, "ndim", 2) == 2)
+  bounds = ar_image.cache_phases(n, ar_image.PHASES)  # the KV slots each phase's steps attend over
+  slots = sum((b - a) * (ids.shape[1] + b) for a, b in zip(bounds, bounds[1:])) / n
+  llm = model.cfg.llm
+  step_cache = 2 * llm.num_layers * ids.shape[0] * llm.num_kv_heads * llm.resolved_head_dim * slots * \
+      jnp.dtype(llm.dtype).itemsize
   bandwidth, peak = memory_bandwidth(), matmul_peak(1024)
   print(f"{args.dtype}{' + ' + args.quantize + ' weights' if args.quantize else ''}, {ids.shape[0]} rows, "
         f"{n} tokens; ms per step:")
@@ -118,8 +126,10 @@ def main(argv=None) -> None:
     print(f"  {name:6s} {ms:7.2f}" + ("" if name == "full" else f"   ({ms / results['full']:.0%} of full)"))
   other = results["full"] - results["llm"] - results["head"] - results["embed"]
   print(f"  rest   {other:7.2f}   (cache phases, sampling bookkeeping, loop overhead)")
-  print(f"floors: weights read per step {step_weights / 2 ** 20:.1f} MiB / {bandwidth / 1e9:.1f} GB/s = "
-        f"{1e3 * step_weights / bandwidth:.2f} ms; {2 * macs * ids.shape[0] / 1e6:.0f} MFLOP / "
+  step_bytes = step_weights + step_cache
+  print(f"floors: read per step {step_weights / 2 ** 20:.1f} MiB of weights + {step_cache / 2 ** 20:.1f} MiB of KV "
+        f"cache ({slots:.0f} slots on average) / {bandwidth / 1e9:.1f} GB/s = {1e3 * step_bytes / bandwidth:.2f} ms "
+        f"({step_bytes / (1e-3 * results['full']) / 1e9:.1f} GB/s achieved); {2 * macs * ids.shape[0] / 1e6:.0f} MFLOP / "
         f"{peak / 1e9:.0f} GFLOP/s = {1e3 * 2 * macs * ids.shape[0] / peak:.2f} ms")
 
 

@@ -1,7 +1,7 @@
 """How programs are compiled on each platform: XLA options and gradient layouts that change speed, not the math.
 
-Two measured XLA:CPU slow paths on the demo's shapes (2-core Xeon, jax 0.10.2; `bench/bench_train_flops.py` prints
-the figures with each choice on and off):
+Three measured XLA:CPU slow paths (jax 0.10.2). On the demo's training shapes (2-core Xeon;
+`bench/bench_train_flops.py` prints the figures with each choice on and off):
 
 - **Convolution backward in YNNPACK.** XLA:CPU hands convolutions, dots and reductions to YNNPACK by default. Its
   convolution weight gradients run ~3x slower than XLA's Eigen convolutions (a 3x3, 64 -> 64 conv on 32 x 32 x 32 x 64
@@ -15,8 +15,17 @@ the figures with each choice on and off):
   materialised x and dy (an optimization barrier) where `barrier_dense_gradients()` says so: on CPU. The demo's
   train step goes from ~470 to ~320 ms. GPU and TPU fuse such transposes into their matmuls; there it is off.
 
+In decoding:
+
+- **Token-by-token decode in YNNPACK.** An AR image step is ~75 small matmuls (4 rows against each weight matrix)
+  and the head that stream ~180 MB of weights and KV cache. With nothing on YNNPACK (XLA's Eigen dots) the bench
+  model's 576-token loop runs ~10% faster: 10.6 against 12.1 ms/step, median of 6 interleaved pairs on a 2-core AMD
+  EPYC, 6-12% on a 2-core Xeon; the tokens are identical (`bench/bench_ar_decode.py --compare-xla-defaults`).
+  `decode_compiler_options()` is that choice, for the jit of the AR image loop. The understanding answer loop
+  (2 rows) measured no gain (10.4-10.7 against 10.0-10.7 ms/token) and keeps XLA's defaults.
+
 `compiling_for(platform)` makes these choices for another platform than the process's (`janus-jax plan` compiles
-a GPU or TPU program on CPU); `xla_defaults()` turns both off (to measure them, or to rule them out).
+a GPU or TPU program on CPU); `xla_defaults()` turns all of them off (to measure them, or to rule them out).
 """
 from __future__ import annotations
 
@@ -84,6 +93,19 @@ def train_compiler_options() -> dict | None:
   return dict(options) if _cpu_accepts(options) else None
 
 
+def decode_compiler_options() -> dict | None:
+  """XLA options for the `jax.jit` of a token-by-token decode loop on this platform (None: XLA's defaults)."""
+  if target_platform() != "cpu" or jax.default_backend() != "cpu" or _DEFAULTS_ONLY:
+    return None
+  options = (("xla_cpu_experimental_ynn_fusion_type", ""),)  # no fusion type: every dot on XLA's Eigen path
+  return dict(options) if _cpu_accepts(options) else None
+
+
+def options_key(options: dict | None) -> tuple | None:
+  """A hashable form of compiler options, for the caches of compiled functions (None stays None)."""
+  return None if options is None else tuple(sorted(options.items()))
+
+
 def init_compiler_options() -> dict | None:
   """XLA options for the one-off `jax.jit` of a random init: on CPU without LLVM optimisation (a tiny model
   compiles in 4 s instead of 8 s; it runs once)."""
@@ -91,4 +113,4 @@ def init_compiler_options() -> dict | None:
 
 
 __all__ = ["target_platform", "compiling_for", "xla_defaults", "barrier_dense_gradients", "train_compiler_options",
-           "init_compiler_options"]
+           "decode_compiler_options", "options_key", "init_compiler_options"]

@@ -15,7 +15,18 @@ def test_profile_ar_decode_takes_the_loop_apart():
   assert out.startswith("cpu: ")
   ms = {m.group(1): float(m.group(2)) for m in re.finditer(r"^  (full|llm|head|embed)\s+([0-9.]+)", out, re.M)}
   assert set(ms) == {"full", "llm", "head", "embed"} and all(v > 0 for v in ms.values())
-  assert "floors: weights read per step" in out and "GB/s" in out
+  floors = re.search(r"floors: read per step ([0-9.]+) MiB of weights \+ ([0-9.]+) MiB of KV cache .* = ([0-9.]+) ms "
+                     r"\(([0-9.]+) GB/s achieved\)", out)
+  assert floors and all(float(x) > 0 for x in floors.groups())
+
+
+def test_bench_ar_decode_against_transformers_and_xla_defaults():
+  """`make bench` and `python bench/bench_ar_decode.py --compare-xla-defaults` (README, Benchmark) at 16 tokens."""
+  out = _run("bench/bench_ar_decode.py", "--tokens", "16", "--repeats", "1", "--compare-xla-defaults")
+  assert out.startswith("cpu: ") and "decode compiler options: {'xla_cpu_experimental_ynn_fusion_type': ''}" in out
+  assert re.search(r"^janus_jax\s+: .* \(([0-9.]+) ms/step\)", out, re.M)
+  assert re.search(r"^XLA defaults : .*x as fast; tokens identical$", out, re.M)
+  assert re.search(r"^transformers : .* ms/step\)", out, re.M) and re.search(r"^speed-up\s+: [0-9.]+x", out, re.M)
 
 
 def test_train_step_flops_against_the_matmul_peak():

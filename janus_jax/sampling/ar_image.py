@@ -12,6 +12,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from janus_jax import compile_options
 from janus_jax.models.janus import JanusModel
 from janus_jax.models.llama import KVCache, causal_mask, positions_from_mask
 from janus_jax.processing import image as image_proc
@@ -38,7 +39,8 @@ def compiled_generate(model: JanusModel, *, greedy: bool, top_k: int = 0, progre
     rng: PRNG key (unused when greedy).
     cfg_weight, temperature, top_p: float scalars (traced: changing them does not recompile).
   Returns int32[P, num_image_tokens] raster-order VQ codes.
-  Cached per (model, greedy, top_k, progress_every, phases, preview_every), so repeated calls with the same shapes
+  Compiled with `compile_options.decode_compiler_options()`. Cached per (model, greedy, top_k, progress_every,
+  phases, preview_every, compiler options), so repeated calls with the same shapes
   reuse one executable. `progress_every > 0` reports the step to `progress.reporting` bars every that many tokens;
   `preview_every > 0` sends every that many tokens (and at the end) the partial grid decoded, positions not yet
   sampled shown neutral grey, to `previews.previewing` (`partial_images`).
@@ -48,7 +50,8 @@ def compiled_generate(model: JanusModel, *, greedy: bool, top_k: int = 0, progre
   cache bytes read per step by ~1/3 with 4 phases, at the price of compiling one loop body per phase. Exact:
   the extra slots are masked either way.
   """
-  return _compiled_generate(model, bool(greedy), int(top_k), int(progress_every), int(phases), int(preview_every))
+  return _compiled_generate(model, bool(greedy), int(top_k), int(progress_every), int(phases), int(preview_every),
+                            compile_options.options_key(compile_options.decode_compiler_options()))
 
 
 def block_mask(cfg, count, patch_pixels: int) -> jax.Array:
@@ -65,7 +68,7 @@ def partial_images(images: jax.Array, mask: jax.Array, rounding: str) -> jax.Arr
 
 @functools.lru_cache(maxsize=None)
 def _compiled_generate(model: JanusModel, greedy: bool, top_k: int, progress_every: int, phases: int,
-                       preview_every: int = 0):
+                       preview_every: int = 0, options: tuple | None = None):
   cfg = model.cfg
   n_tokens = cfg.num_image_tokens
 
@@ -118,7 +121,7 @@ def _compiled_generate(model: JanusModel, greedy: bool, top_k: int, progress_eve
                                        (codes, cache))
     return codes
 
-  return jax.jit(run)
+  return jax.jit(run, compiler_options=dict(options) if options else None)
 
 
 @functools.lru_cache(maxsize=None)
