@@ -152,7 +152,7 @@ def main():
   if args.quantize:
     bench_quantized(args.tokens, prompts, args.repeats, args.dtype, args.quantize)
     return
-  print(f"decode compiler options: {compile_options.decode_compiler_options()}")
+  print(f"decode compiler options: {compile_options.decode_compiler_options(args.dtype)}")
   jax_s, codes = bench_jax(args.tokens, prompts, args.repeats, args.dtype)
   print(f"janus_jax    : {jax_s:.2f} s  -> {n / jax_s:7.1f} image tok/s  ({1000 * jax_s / args.tokens:.2f} ms/step)")
   if args.compare_xla_defaults:

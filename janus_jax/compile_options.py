@@ -21,8 +21,11 @@ In decoding:
   and the head that stream ~180 MB of weights and KV cache. With nothing on YNNPACK (XLA's Eigen dots) the bench
   model's 576-token loop runs ~10% faster: 10.6 against 12.1 ms/step, median of 6 interleaved pairs on a 2-core AMD
   EPYC, 6-12% on a 2-core Xeon; the tokens are identical (`bench/bench_ar_decode.py --compare-xla-defaults`).
-  `decode_compiler_options()` is that choice, for the jit of the AR image loop. The understanding answer loop
-  (2 rows) measured no gain (10.4-10.7 against 10.0-10.7 ms/token) and keeps XLA's defaults.
+  `decode_compiler_options()` is that choice, for the jit of the AR image loop in float32 (weight-only int8
+  included: its kernels become float32 outside the loop). YNNPACK is the faster in bfloat16 (11.4 against 12.0
+  ms/step on the EPYC) and for int8 x int8 dots ("int8_dynamic": Eigen's take 18.0 ms/step, 0.56x float32), and
+  the understanding answer loop (2 rows) measured no gain (10.4-10.7 against 10.0-10.7 ms/token): these keep
+  XLA's defaults.
 
 `compiling_for(platform)` makes these choices for another platform than the process's (`janus-jax plan` compiles
 a GPU or TPU program on CPU); `xla_defaults()` turns all of them off (to measure them, or to rule them out).
@@ -93,9 +96,12 @@ def train_compiler_options() -> dict | None:
   return dict(options) if _cpu_accepts(options) else None
 
 
-def decode_compiler_options() -> dict | None:
-  """XLA options for the `jax.jit` of a token-by-token decode loop on this platform (None: XLA's defaults)."""
-  if target_platform() != "cpu" or jax.default_backend() != "cpu" or _DEFAULTS_ONLY:
+def decode_compiler_options(compute_dtype="float32", integer_dots: bool = False) -> dict | None:
+  """XLA options for the `jax.jit` of a token-by-token decode loop on this platform that computes in
+  `compute_dtype`, with int8 x int8 dots where `integer_dots` (None: XLA's defaults; so in bfloat16 and with
+  integer dots, where YNNPACK's dots are the faster ones)."""
+  if target_platform() != "cpu" or jax.default_backend() != "cpu" or _DEFAULTS_ONLY or integer_dots or \
+      jax.numpy.dtype(compute_dtype) != jax.numpy.float32:
     return None
   options = (("xla_cpu_experimental_ynn_fusion_type", ""),)  # no fusion type: every dot on XLA's Eigen path
   return dict(options) if _cpu_accepts(options) else None

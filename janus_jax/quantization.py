@@ -65,6 +65,11 @@ def is_quantized_leaf(x: Any) -> bool:
   return isinstance(x, DynamicRange) or (qwix is not None and isinstance(x, qwix.QArray))
 
 
+def has_integer_dots(params: Any) -> bool:
+  """Whether any kernel of `params` multiplies in int8 ("int8_dynamic": int8 inputs times int8 weights)."""
+  return any(isinstance(x, DynamicRange) for x in jax.tree.leaves(params, is_leaf=is_quantized_leaf))
+
+
 def quantized_paths(params: dict[str, Any]) -> list[str]:
   """'/'-joined paths of the quantized kernels."""
   leaves = jax.tree_util.tree_flatten_with_path(params, is_leaf=is_quantized_leaf)[0]

@@ -224,7 +224,7 @@ def test_batched_generation_equals_one_by_one(pipe):
 
 
 def test_generate_is_deterministic_and_does_not_recompile(pipe):
-  run = ar_image.compiled_generate(pipe.model, greedy=False, top_k=0)
+  run = ar_image.compiled_generate(pipe.model, greedy=False, top_k=0).for_params(pipe.params)
   a = pipe.generate(["a red circle"], num_images=2, seed=3)
   size_after_first = run._cache_size()
   b = pipe.generate(["a red circle"], num_images=2, seed=3, cfg_weight=4.0, temperature=0.9)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import janus_jax
-from janus_jax import cli, quantization
+from janus_jax import cli, compile_options, quantization
 from janus_jax.sampling import ar_image
 from janus_jax.sampling.sample import cfg_combine
 from tiny_assets import make_tiny_checkpoint
@@ -61,6 +61,19 @@ def test_int8_decode_stays_close_to_float(pipes, dynamic, qtype, logits_tol, min
   agree = np.mean(np.argmax(cfg_combine(lq[:2], lq[2:], 5.0), -1) == np.argmax(cfg_combine(lf[:2], lf[2:], 5.0), -1))
   assert agree >= min_agree
   np.testing.assert_array_equal(np.argmax(cfg_combine(lq[:2], lq[2:], 5.0), -1), codes)  # the loop's own argmax
+
+
+def test_int8_dots_keep_xla_defaults_and_weight_only_int8_the_float_options(pipes, dynamic):
+  """int8_dynamic's int8 x int8 dots are faster on YNNPACK (XLA's default); weight-only int8 runs float dots."""
+  fp, q = pipes
+  assert not quantization.has_integer_dots(fp.params) and not quantization.has_integer_dots(q.params)
+  assert quantization.has_integer_dots(dynamic.params)
+  generate = ar_image.compiled_generate(q.model, greedy=True)
+  assert generate.for_params(q.params) is generate.for_params(fp.params)
+  assert generate.for_params(dynamic.params) is not generate.for_params(fp.params)
+  with compile_options.xla_defaults():
+    assert ar_image.compiled_generate(q.model, greedy=True).for_params(fp.params) is \
+        generate.for_params(dynamic.params)
 
 
 def test_int8_understanding_and_generation_through_the_api(pipes):

@@ -12,7 +12,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from janus_jax import compile_options
+from janus_jax import compile_options, quantization
 from janus_jax.models.janus import JanusModel
 from janus_jax.models.llama import KVCache, causal_mask, positions_from_mask
 from janus_jax.processing import image as image_proc
@@ -30,7 +30,7 @@ def cache_phases(n_tokens: int, phases: int) -> list[int]:
 
 def compiled_generate(model: JanusModel, *, greedy: bool, top_k: int = 0, progress_every: int = 0,
                       phases: int = PHASES, preview_every: int = 0):
-  """Returns a jitted `generate(params, ids, valid, rng, cfg_weight, temperature, top_p) -> int32[P, N]`.
+  """Returns `generate(params, ids, valid, rng, cfg_weight, temperature, top_p) -> int32[P, N]`, compiled.
 
   Args of the returned function:
     params: the model params.
@@ -39,19 +39,30 @@ def compiled_generate(model: JanusModel, *, greedy: bool, top_k: int = 0, progre
     rng: PRNG key (unused when greedy).
     cfg_weight, temperature, top_p: float scalars (traced: changing them does not recompile).
   Returns int32[P, num_image_tokens] raster-order VQ codes.
-  Compiled with `compile_options.decode_compiler_options()`. Cached per (model, greedy, top_k, progress_every,
-  phases, preview_every, compiler options), so repeated calls with the same shapes
-  reuse one executable. `progress_every > 0` reports the step to `progress.reporting` bars every that many tokens;
-  `preview_every > 0` sends every that many tokens (and at the end) the partial grid decoded, positions not yet
-  sampled shown neutral grey, to `previews.previewing` (`partial_images`).
+  `generate.for_params(params)` is the `jax.jit` it runs for such params: compiled with
+  `compile_options.decode_compiler_options` of the LLM's dtype and of the weights (float, or int8 with int8 dots),
+  cached per (model, greedy, top_k, progress_every, phases, preview_every, compiler options), so repeated calls
+  with the same shapes reuse one executable. `progress_every > 0` reports the step to `progress.reporting` bars
+  every that many tokens; `preview_every > 0` sends every that many tokens (and at the end) the partial grid
+  decoded, positions not yet sampled shown neutral grey, to `previews.previewing` (`partial_images`).
 
   The KV cache grows in `phases` steps: during phase k it holds T + e_k slots (padded once between phases), so
   early tokens attend over a short array instead of all T + N slots. Decode is memory-bound; this cuts the
   cache bytes read per step by ~1/3 with 4 phases, at the price of compiling one loop body per phase. Exact:
   the extra slots are masked either way.
   """
-  return _compiled_generate(model, bool(greedy), int(top_k), int(progress_every), int(phases), int(preview_every),
-                            compile_options.options_key(compile_options.decode_compiler_options()))
+  key = (model, bool(greedy), int(top_k), int(progress_every), int(phases), int(preview_every))
+
+  def for_params(params):
+    options = compile_options.decode_compiler_options(
+        model.cfg.llm.dtype, integer_dots=quantization.has_integer_dots(params))
+    return _compiled_generate(*key, compile_options.options_key(options))
+
+  def generate(params, *args):
+    return for_params(params)(params, *args)
+
+  generate.for_params = for_params
+  return generate
 
 
 def block_mask(cfg, count, patch_pixels: int) -> jax.Array:
