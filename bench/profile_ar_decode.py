@@ -55,7 +55,8 @@ def parts(model: JanusModel, params, ids, n: int):
           jnp.float32(1.0))
   key_valid = jnp.ones((rows, t + n), bool)
   hidden0 = jnp.ones((rows, cfg.llm.hidden_size), jnp.dtype(cfg.llm.dtype))
-  options = compile_options.decode_compiler_options(cfg.llm.dtype)  # as the full loop
+  options = compile_options.decode_compiler_options(  # as the full loop
+      cfg.llm.dtype, integer_dots=quantization.has_integer_dots(params))
   jit = lambda fn: jax.jit(fn, compiler_options=options)
 
   @jit

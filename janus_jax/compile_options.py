@@ -88,23 +88,26 @@ def _cpu_accepts(options: tuple[tuple[str, str], ...]) -> bool:
     return False
 
 
-def train_compiler_options() -> dict | None:
-  """XLA options for the `jax.jit` of a training step on this platform (None: XLA's defaults)."""
+def _cpu_options(*options: tuple[str, str]) -> dict | None:
+  """`options` as `jax.jit(compiler_options=...)` where programs compile for CPU with these choices and this
+  jaxlib's XLA:CPU knows them; else None (XLA's defaults)."""
   if target_platform() != "cpu" or jax.default_backend() != "cpu" or _DEFAULTS_ONLY:
     return None
-  options = (("xla_cpu_experimental_ynn_fusion_type", _CPU_YNN_WITHOUT_CONVOLUTIONS),)
   return dict(options) if _cpu_accepts(options) else None
+
+
+def train_compiler_options() -> dict | None:
+  """XLA options for the `jax.jit` of a training step on this platform (None: XLA's defaults)."""
+  return _cpu_options(("xla_cpu_experimental_ynn_fusion_type", _CPU_YNN_WITHOUT_CONVOLUTIONS))
 
 
 def decode_compiler_options(compute_dtype="float32", integer_dots: bool = False) -> dict | None:
   """XLA options for the `jax.jit` of a token-by-token decode loop on this platform that computes in
   `compute_dtype`, with int8 x int8 dots where `integer_dots` (None: XLA's defaults; so in bfloat16 and with
   integer dots, where YNNPACK's dots are the faster ones)."""
-  if target_platform() != "cpu" or jax.default_backend() != "cpu" or _DEFAULTS_ONLY or integer_dots or \
-      jax.numpy.dtype(compute_dtype) != jax.numpy.float32:
+  if integer_dots or jax.numpy.dtype(compute_dtype) != jax.numpy.float32:
     return None
-  options = (("xla_cpu_experimental_ynn_fusion_type", ""),)  # no fusion type: every dot on XLA's Eigen path
-  return dict(options) if _cpu_accepts(options) else None
+  return _cpu_options(("xla_cpu_experimental_ynn_fusion_type", ""))  # no fusion type: every dot on Eigen's path
 
 
 def options_key(options: dict | None) -> tuple | None:
